@@ -1,0 +1,41 @@
+# The two quick-start commands are `make run` and `make test`; both set everything up first.
+VENV ?= .venv
+WORKDIR ?= workdir
+BIN := $(VENV)/bin
+
+.PHONY: setup run data pipeline test test-fast lint format bench clean
+
+setup:
+	@scripts/setup.sh
+
+## Prepare the full data set and run the whole pipeline on it (about 10 minutes on 2 cores).
+run: setup data pipeline
+
+data:
+	$(BIN)/fmnist data prepare --workdir $(WORKDIR)
+
+pipeline:
+	$(BIN)/fmnist run --workdir $(WORKDIR)
+
+## The default test suite: unit, component and end-to-end tests on slices of the real data.
+test: setup
+	$(BIN)/python -m pytest
+
+## Everything but the end-to-end pipeline runs (a minute).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Full-data benchmark: a fresh pipeline run and a cached rerun, figures to benchmarks/results/.
+bench: setup data
+	$(BIN)/python benchmarks/pipeline_benchmark.py --workdir $(WORKDIR)/bench
+
+clean:
+	rm -rf $(WORKDIR)

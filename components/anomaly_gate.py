@@ -1,0 +1,83 @@
+"""AnomalyGate: stop the run when ExampleValidator found anomalies.
+
+ExampleValidator only records anomalies; it never stops a pipeline. This
+component reads its output and fails when any split has an anomaly, naming each
+feature and TFDV's description of the broken constraint. Transform and Trainer
+are wired downstream of it (`pipeline/pipeline.py`), so bad data never reaches
+them and nothing is pushed.
+"""
+
+import os
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+from tfx import types
+from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import io_utils
+
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+
+class DataAnomaliesError(RuntimeError):
+    """The examples break the curated schema; the message lists every anomaly."""
+
+
+def schema_constraint(schema: schema_pb2.Schema, feature_name: str) -> str:
+    """The curated schema's constraints on one feature, in words (TFDV's text omits the bounds)."""
+    for feature in schema.feature:
+        if feature.name != feature_name:
+            continue
+        parts = [schema_pb2.FeatureType.Name(feature.type).lower()]
+        if feature.HasField("int_domain"):
+            parts.append(f"values in {feature.int_domain.min}..{feature.int_domain.max}")
+        if feature.HasField("shape"):
+            parts.append(f"shape {[d.size for d in feature.shape.dim]}")
+        if feature.presence.min_fraction == 1.0:
+            parts.append("present in every example")
+        return ", ".join(parts)
+    return "not in the schema"
+
+
+def describe_anomalies(
+    split: str, anomalies: anomalies_pb2.Anomalies, schema: schema_pb2.Schema | None = None
+) -> list[str]:
+    """One line per anomalous feature (and for data-set level anomalies) of one split.
+
+    With the schema, each line also states the constraint the feature broke.
+    """
+    lines = []
+    for name, info in sorted(anomalies.anomaly_info.items()):
+        line = f"split '{split}', feature '{name}': {info.short_description} ({info.description})"
+        if schema is not None:
+            line += f"; the schema expects {schema_constraint(schema, name)}"
+        lines.append(line)
+    if anomalies.HasField("dataset_anomaly_info"):
+        info = anomalies.dataset_anomaly_info
+        lines.append(f"split '{split}', data set: {info.short_description} ({info.description})")
+    return lines
+
+
+def read_anomalies(artifact: types.Artifact) -> dict[str, anomalies_pb2.Anomalies]:
+    """The Anomalies proto ExampleValidator wrote for each split of its output artifact."""
+    result = {}
+    for split in artifact_utils.decode_split_names(artifact.split_names):
+        path = os.path.join(artifact_utils.get_split_uri([artifact], split), DEFAULT_FILE_NAME)
+        result[split] = anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
+    return result
+
+
+@component
+def AnomalyGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:
+    """Raise `DataAnomaliesError` listing every anomaly when any split has one."""
+    problems = [
+        line
+        for split, found in read_anomalies(anomalies).items()
+        for line in describe_anomalies(split, found)
+    ]
+    if problems:
+        raise DataAnomaliesError(
+            "the data breaks the curated schema; stopped before Transform and Trainer:\n  "
+            + "\n  ".join(problems)
+        )

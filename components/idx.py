@@ -1,0 +1,77 @@
+"""Parse the IDX files Fashion-MNIST ships in, refusing anything malformed.
+
+The format (http://yann.lecun.com/exdb/mnist/) is a big-endian header: two zero
+bytes, a type code (0x08 = unsigned byte), the number of dimensions, one uint32
+per dimension, then the payload. Parsing it here (instead of trusting a
+third-party loader) lets every error name the file and the field at fault.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
+
+UNSIGNED_BYTE = 0x08
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+
+
+class IdxFormatError(ValueError):
+    """An IDX file is not what Fashion-MNIST ships; the message names file and field."""
+
+
+def _parse(data: bytes, name: str, expected_magic: int) -> np.ndarray:
+    if len(data) < 4:
+        raise IdxFormatError(f"{name}: {len(data)} bytes is too short for an IDX header")
+    (magic,) = struct.unpack(">I", data[:4])
+    if magic != expected_magic:
+        raise IdxFormatError(
+            f"{name}: magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"(unsigned bytes, {expected_magic & 0xFF} dimension(s))"
+        )
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise IdxFormatError(f"{name}: header truncated ({len(data)} of {header_size} bytes)")
+    dims = struct.unpack(f">{ndim}I", data[4:header_size])
+    expected_size = header_size + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected_size:
+        raise IdxFormatError(
+            f"{name}: payload is {len(data) - header_size} bytes, dimensions {dims} "
+            f"need {expected_size - header_size} (truncated or padded file)"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def parse_images(data: bytes, name: str) -> np.ndarray:
+    """Return a uint8 array [count, 28, 28] from an images IDX file's bytes."""
+    images = _parse(data, name, IMAGES_MAGIC)
+    if images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise IdxFormatError(
+            f"{name}: images are {images.shape[1]}x{images.shape[2]}, "
+            f"expected {IMAGE_HEIGHT}x{IMAGE_WIDTH}"
+        )
+    return images
+
+
+def parse_labels(data: bytes, name: str) -> np.ndarray:
+    """Return a uint8 array [count] of class ids from a labels IDX file's bytes."""
+    labels = _parse(data, name, LABELS_MAGIC)
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    if bad.size:
+        raise IdxFormatError(
+            f"{name}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside "
+            f"0..{NUM_CLASSES - 1} ({bad.size} such labels)"
+        )
+    return labels
+
+
+def check_same_count(images: np.ndarray, labels: np.ndarray, split: str) -> None:
+    """Images and labels pair up one to one; a mismatch means a wrong or damaged file."""
+    if len(images) != len(labels):
+        raise IdxFormatError(
+            f"{split}: {len(images)} images but {len(labels)} labels; the files do not belong together"
+        )

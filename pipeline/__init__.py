@@ -1,0 +1,11 @@
+"""Wiring, configuration, runners, run report and CLI of the Fashion-MNIST TFX pipeline.
+
+Importing this package pins Keras to `tf_keras` before TensorFlow is imported
+(see `components/__init__.py` for why).
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ INFO/WARNING lines (CUDA probing on a CPU machine) drown the progress output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up everything the project needs, idempotently: a second run installs nothing.
+#   1. the Fashion-MNIST IDX files from Debian's dataset-fashion-mnist (when apt is available);
+#   2. a Python 3.11 venv in .venv with every package pinned in requirements/lock.txt;
+#   3. this project, installed editable (the `fmnist` command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATASET_DIR=/usr/share/datasets/fashion-mnist
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3.11}
+
+if [ ! -e "$DATASET_DIR/train-images-idx3-ubyte.gz" ]; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing dataset-fashion-mnist with apt"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: no apt; 'fmnist data prepare' will download the official files and verify them"
+  fi
+fi
+
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || {
+  echo "setup: Python 3.11 is required (the lock pins cp311 wheels); found $("$PYTHON" --version 2>&1)" >&2
+  exit 1
+}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+stamp="$VENV/.installed-lock"
+want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the pinned packages into $VENV (about 2 minutes, 3.2 GB)"
+  # tfx and ml-pipelines-sdk 1.16.0 declare Python < 3.11 but run on 3.11 (see ../shared/ENVIRONMENT.md).
+  "$VENV/bin/pip" install -q --disable-pip-version-check --ignore-requires-python -r requirements/lock.txt
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+else
+  echo "setup: $VENV is up to date with requirements/lock.txt"
+fi
