@@ -7,6 +7,9 @@ are wired downstream of it (`pipeline/pipeline.py`), so bad data never reaches
 them and nothing is pushed.
 """
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
@@ -16,8 +19,6 @@ from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
-
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 
 class DataAnomaliesError(RuntimeError):
@@ -69,12 +70,16 @@ def read_anomalies(artifact: types.Artifact) -> dict[str, anomalies_pb2.Anomalie
 
 
 @component
-def AnomalyGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]) -> None:
+def AnomalyGate(
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    schema: InputArtifact[standard_artifacts.Schema],
+) -> None:
     """Raise `DataAnomaliesError` listing every anomaly when any split has one."""
+    curated = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
     problems = [
         line
         for split, found in read_anomalies(anomalies).items()
-        for line in describe_anomalies(split, found)
+        for line in describe_anomalies(split, found, curated)
     ]
     if problems:
         raise DataAnomaliesError(

@@ -12,6 +12,9 @@ blessed one.
 
 from __future__ import annotations
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 from tfx import types
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 

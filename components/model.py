@@ -4,9 +4,11 @@ Built with `tf.keras` under `TF_USE_LEGACY_KERAS=1`, the Keras that TFT's
 serving layer and TFMA 0.47 are built on.
 """
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import tensorflow as tf
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, PIXELS, TRANSFORMED_IMAGE_KEY
 from pipeline.config import TrainingConfig
 

@@ -6,9 +6,11 @@ served model receives raw pixels exactly as they are stored and scales them
 itself: training and serving cannot skew.
 """
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import tensorflow as tf
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from components.features import IMAGE_KEY, LABEL_KEY, MAX_PIXEL, TRANSFORMED_IMAGE_KEY
 
 

@@ -14,6 +14,9 @@ properties on the PushedModel artifact) and changes two things:
 
 from __future__ import annotations
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import json
 import os
 import time

@@ -13,6 +13,9 @@ raw data:
 
 from __future__ import annotations
 
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import dataclasses
 import math
 
@@ -21,7 +24,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from components.features import (
     CLASS_NAMES,
     IMAGE_HEIGHT,
@@ -95,7 +97,12 @@ def make_dataset(
 
 
 def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
-    """The exported signatures (see the module docstring for their contracts)."""
+    """The exported signatures (see the module docstring for their contracts).
+
+    The model is called with `training=False`: Keras' random augmentation
+    layers default to training mode when called without it, and would flip
+    and shift served images.
+    """
     model.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     raw_spec.pop(LABEL_KEY, None)
@@ -104,12 +111,12 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-        return {"probabilities": model(transformed[TRANSFORMED_IMAGE_KEY])}
+        return {"probabilities": model(transformed[TRANSFORMED_IMAGE_KEY], training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_HEIGHT, IMAGE_WIDTH], tf.uint8, name="images")])
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = {IMAGE_KEY: tf.reshape(tf.cast(images, tf.int64), [-1, PIXELS])}
-        probabilities = model(model.tft_layer(raw)[TRANSFORMED_IMAGE_KEY])
+        probabilities = model(model.tft_layer(raw)[TRANSFORMED_IMAGE_KEY], training=False)
         class_ids = tf.argmax(probabilities, axis=1)
         return {
             "probabilities": probabilities,

@@ -93,7 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     try:
-        report = run(config)
+        report = run(config, verbose=args.verbose)
     except PipelineFailedError as failure:
         _print_and_save(failure.report, config)
         print(f"error: the pipeline failed: {failure}", file=sys.stderr)
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(run, PipelineConfig, "paths and pipeline")
     _add_dataclass_flags(run, TrainingConfig, "training")
     _add_dataclass_flags(run, EvaluationConfig, "evaluation gate")
+    run.add_argument("--verbose", action="store_true", help="show TFX's and Beam's full logs")
     run.set_defaults(handler=_cmd_run)
 
     report = commands.add_parser("report", help="print the report of the newest run")

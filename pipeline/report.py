@@ -101,11 +101,14 @@ def validation_failures(evaluation_uri: str) -> list[str]:
 
 def collect_run_report(config: PipelineConfig) -> dict[str, Any]:
     """Everything worth knowing about the newest run of `config`'s pipeline."""
+    report: dict[str, Any] = {"run_id": None, "components": [], "model": {}}
+    if not os.path.exists(config.metadata_path):  # the run failed before TFX created its store
+        return report
     store = open_store(config)
     run = latest_run_context(store, config.pipeline_name)
-    report: dict[str, Any] = {"run_id": run.name if run else None, "components": [], "model": {}}
     if run is None:
         return report
+    report["run_id"] = run.name
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
         node = _node_id(store, execution.id)
         state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)

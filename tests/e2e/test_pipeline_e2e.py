@@ -26,7 +26,7 @@ EXECUTED_NODES = [
 ]  # fmt: skip
 
 
-def tiny_config(workdir: Path, data_dir: Path, **evaluation) -> PipelineConfig:
+def tiny_config(workdir: Path, data_dir: Path, accuracy_floor: float = 0.0) -> PipelineConfig:
     """A few training steps of a small CNN: enough to exercise every component, not to be accurate."""
     return PipelineConfig(
         workdir=str(workdir),
@@ -34,7 +34,7 @@ def tiny_config(workdir: Path, data_dir: Path, **evaluation) -> PipelineConfig:
         training=TrainingConfig(
             epochs=1, max_steps_per_epoch=5, batch_size=32, conv_filters=(8, 16), dense_units=32
         ),
-        evaluation=EvaluationConfig(accuracy_floor=0.0, **evaluation),
+        evaluation=EvaluationConfig(accuracy_floor=accuracy_floor),
     )
 
 
@@ -58,7 +58,6 @@ def runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     served_after_second = snapshot(Path(config.serving_dir))
 
     strict = tiny_config(workdir, slice_data, accuracy_floor=0.99)
-    strict.evaluation.accuracy_floor = 0.99
     strict.training.learning_rate = 1e-2  # a changed recipe: a new candidate is trained
     third = run(strict)
     return {
