@@ -32,9 +32,12 @@ def build_model(config: TrainingConfig, steps_per_epoch: int) -> tf.keras.Model:
     """
     inputs = tf.keras.Input(shape=(PIXELS,), name=TRANSFORMED_IMAGE_KEY)
     x = tf.keras.layers.Reshape((IMAGE_HEIGHT, IMAGE_WIDTH, 1))(inputs)
-    if config.augment:
-        x = tf.keras.layers.RandomFlip("horizontal")(x)
-        x = tf.keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
+    if config.random_flip:
+        x = tf.keras.layers.RandomFlip("horizontal", seed=config.seed)(x)
+    if config.random_shift:
+        x = tf.keras.layers.RandomTranslation(
+            config.random_shift, config.random_shift, fill_mode="constant", seed=config.seed
+        )(x)
     for filters in config.conv_filters:
         x = _conv_block(x, filters, config.dropout / 2)
     x = tf.keras.layers.Flatten()(x)

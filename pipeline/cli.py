@@ -3,9 +3,13 @@
     fmnist data prepare   IDX files -> TFRecords of tf.train.Example
     fmnist run            the whole TFX pipeline, then the run report
     fmnist report         the report of the newest run again
+    fmnist serve          a TF Serving gRPC server over the pushed models
+    fmnist predict        classify images through any TF Serving endpoint
+    fmnist status         GetModelStatus of a served model
+    fmnist metadata       the signatures of a served model
 
 Every field of `pipeline.config` is a flag of `fmnist run` (`--epochs 3`,
-`--no-augment`, `--workdir /tmp/x`); the defaults are the dataclasses'.
+`--no-random-flip`, `--workdir /tmp/x`); the defaults are the dataclasses'.
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _print_and_save(report: dict, config: PipelineConfig) -> None:
     from pipeline.report import format_report, save_report
 
+    path = save_report(report, config)
     print(format_report(report))
-    print(f"report: {save_report(report, config)}")
+    print(f"report: {path}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -107,6 +112,75 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     print(format_report(finish_report(collect_run_report(config_from_args(args)))))
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import ServerConfig, serve
+
+    workdir_serving = PipelineConfig(workdir=args.workdir or "workdir").serving_dir
+    serve(
+        ServerConfig(
+            model_base_path=args.model_base_path or workdir_serving,
+            host=args.host,
+            port=args.port,
+            poll_seconds=args.poll_seconds,
+            max_batch=args.max_batch,
+        )
+    )
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from serving.client import ServingClient
+
+    return ServingClient(args.address, timeout=args.timeout, retries=args.retries)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from serving.client import load_images
+
+    images = load_images(args.input)[: args.max_images]
+    predictions, version = _client(args).predict_images(images, args.model, args.version)
+    for i, p in enumerate(predictions):
+        print(f"{args.input}[{i}]: {p.class_name} ({p.probability:.1%})  [version {version}]")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    for status in _client(args).status(args.model).model_version_status:
+        state = get_model_status_pb2.ModelVersionStatus.State.Name(status.state)
+        error = f"  error: {status.status.error_message}" if status.status.error_message else ""
+        print(f"{args.model} version {status.version}: {state}{error}")
+    return 0
+
+
+def _cmd_metadata(args: argparse.Namespace) -> int:
+    for name, signature in sorted(_client(args).metadata(args.model).signature_def.items()):
+        inputs = ", ".join(f"{k} {_dtype_name(v.dtype)}" for k, v in sorted(signature.inputs.items()))
+        outputs = ", ".join(f"{k} {_dtype_name(v.dtype)}" for k, v in sorted(signature.outputs.items()))
+        print(f"{name}: ({inputs}) -> ({outputs})")
+    return 0
+
+
+def _dtype_name(enum_value: int) -> str:
+    import tensorflow as tf
+
+    return tf.dtypes.as_dtype(enum_value).name
+
+
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address", default="127.0.0.1:8500", help="TF Serving gRPC address (default: %(default)s)"
+    )
+    parser.add_argument("--model", default="fashion_mnist", help="model name (default: %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per attempt (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=2, help="retries when unavailable (default: %(default)s)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the report of the newest run")
     _add_dataclass_flags(report, PipelineConfig, "paths and pipeline")
     report.set_defaults(handler=_cmd_report)
+
+    serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's gRPC API")
+    serve.add_argument("--workdir", help="serve <workdir>/serving (default: workdir)")
+    serve.add_argument("--model-base-path", help="TF Serving base path: <base>/<model>/<version>/")
+    serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; loopback only)")
+    serve.add_argument("--port", type=int, default=8500, help="(default: %(default)s, as TF Serving)")
+    serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
+    serve.add_argument("--max-batch", type=int, default=1024, help="largest number of examples per request")
+    serve.set_defaults(handler=_cmd_serve)
+
+    predict = commands.add_parser("predict", help="classify a PNG/JPEG, .npy or IDX file")
+    predict.add_argument("input", help="image file (.png/.jpg), .npy array [n, 28, 28] or IDX images file")
+    predict.add_argument("--version", type=int, help="ask for this version (default: the served one)")
+    predict.add_argument("--max-images", type=int, default=1024, help="send at most this many images")
+    _add_client_flags(predict)
+    predict.set_defaults(handler=_cmd_predict)
+
+    status = commands.add_parser("status", help="GetModelStatus: every version and its state")
+    _add_client_flags(status)
+    status.set_defaults(handler=_cmd_status)
+
+    metadata = commands.add_parser("metadata", help="GetModelMetadata: the served signatures")
+    _add_client_flags(metadata)
+    metadata.set_defaults(handler=_cmd_metadata)
     return parser
 
 
@@ -156,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RuntimeError as err:  # ServingError: server down or an error answer, already in words
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ class TrainingConfig:
     # Fraction of the *training* split held out for early stopping; the test split is never used.
     validation_fraction: float = 0.1
     early_stopping_patience: int = 3
-    augment: bool = True
+    # Augmentation that suits clothing: horizontal flips, and shifts by up to this
+    # fraction of the image size (0 turns shifts off). Never vertical flips.
+    random_flip: bool = True
+    random_shift: float = 0.0
     conv_filters: tuple[int, ...] = (32, 64)
     dense_units: int = 256
     dropout: float = 0.4

@@ -16,7 +16,7 @@ from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
-from pipeline.report import collect_run_report, finish_report
+from pipeline.report import collect_run_report, finish_report, peak_rss_mb
 
 PROGRESS_MARKERS = ("is running.", "is finished.", "is cached", "Model pushed", "Model version")
 
@@ -82,6 +82,7 @@ def run(config: PipelineConfig, verbose: bool = False) -> dict[str, Any]:
         error = err
     report = finish_report(collect_run_report(config))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
+    report["peak_rss_mb"] = peak_rss_mb()
     if error is not None:
         report["error"] = f"{type(error).__name__}: {error}"
         raise PipelineFailedError(report) from error

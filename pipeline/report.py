@@ -13,14 +13,18 @@ import resource
 from typing import Any
 
 import ml_metadata as mlmd
+import numpy as np
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
-from components.features import CLASS_NAMES, LABEL_KEY
+from components.features import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
 from pipeline.config import PipelineConfig
+from pipeline.plots import save_confusion_matrix
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 EXAMPLE_COUNT_METRIC = "example_count"
+# TFMA names the models "candidate" and "baseline" when there is a baseline, "" otherwise.
+CANDIDATE_MODEL_NAMES = ("", "candidate")
 
 
 def open_store(config: PipelineConfig) -> mlmd.MetadataStore:
@@ -72,7 +76,7 @@ def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
         values = {
             kv.key.name: kv.value.double_value.value
             for kv in slice_metrics.metric_keys_and_values
-            if kv.key.model_name in ("", "candidate") and not kv.key.is_diff
+            if kv.key.model_name in CANDIDATE_MODEL_NAMES and not kv.key.is_diff
         }
         keys = slice_metrics.slice_key.single_slice_keys
         if not keys:
@@ -84,17 +88,63 @@ def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
     return result
 
 
+def confusion_matrix(evaluation_uri: str) -> np.ndarray:
+    """The overall slice's confusion matrix (rows true class, columns predicted) from TFMA's plot."""
+    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for key_and_value in plots.plot_keys_and_values:
+            if key_and_value.key.model_name not in CANDIDATE_MODEL_NAMES:
+                continue
+            for table in key_and_value.value.multi_class_confusion_matrix_at_thresholds.matrices:
+                for entry in table.entries:
+                    matrix[entry.actual_class_id, entry.predicted_class_id] += round(
+                        entry.num_weighted_examples
+                    )
+    return matrix
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells: which true class is most often taken for which."""
+    off_diagonal = [
+        (int(matrix[t, p]), t, p)
+        for t in range(len(matrix))
+        for p in range(len(matrix))
+        if t != p and matrix[t, p]
+    ]
+    return [
+        {"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "examples": n}
+        for n, t, p in sorted(off_diagonal, key=lambda c: (-c[0], c[1], c[2]))[:count]
+    ]
+
+
+def threshold_text(threshold: tfma.MetricThreshold) -> str:
+    """A TFMA threshold in words: "must be >= 0.9" or "change vs baseline must be >= -0.005"."""
+    if threshold.HasField("change_threshold"):
+        change = threshold.change_threshold
+        bound = change.absolute.value if change.HasField("absolute") else change.relative.value
+        kind = "absolute" if change.HasField("absolute") else "relative"
+        return f"{kind} change vs baseline must be >= {bound:g}"
+    bounds = threshold.value_threshold
+    parts = []
+    if bounds.HasField("lower_bound"):
+        parts.append(f">= {bounds.lower_bound.value:g}")
+    if bounds.HasField("upper_bound"):
+        parts.append(f"<= {bounds.upper_bound.value:g}")
+    return "must be " + " and ".join(parts)
+
+
 def validation_failures(evaluation_uri: str) -> list[str]:
-    """Why TFMA refused to bless: one line per failed threshold (metric, slice, value, bound)."""
+    """Why TFMA refused to bless: one line per failed threshold (metric, value, bound)."""
     validation = tfma.load_validation_result(evaluation_uri)
     lines = []
     for per_slice in validation.metric_validations_per_slice:
         for failure in per_slice.failures:
+            name = failure.metric_key.name + (" change" if failure.metric_key.is_diff else "")
             lines.append(
-                f"{failure.metric_key.name}{' (change vs baseline)' if failure.metric_key.is_diff else ''}"
-                f" = {failure.metric_value.double_value.value:.4f} fails {failure.metric_threshold}".replace(
-                    "\n", " "
-                )
+                f"{name} = {failure.metric_value.double_value.value:.4f}, "
+                f"{threshold_text(failure.metric_threshold)}"
             )
     return lines
 
@@ -116,19 +166,23 @@ def collect_run_report(config: PipelineConfig) -> dict[str, Any]:
         report["components"].append({"component": node, "state": state, "seconds": round(seconds, 2)})
         for artifact in _outputs(store, execution.id):
             _add_model_facts(report["model"], artifact)
+    return report
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest child (Beam workers), in MB."""
     usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    report["peak_rss_mb"] = {
-        "main_process": round(usage_self / 1024, 1),
-        "largest_child": round(usage_children / 1024, 1),
-    }
-    return report
+    return {"main_process": round(usage_self / 1024, 1), "largest_child": round(usage_children / 1024, 1)}
 
 
 def _add_model_facts(model: dict[str, Any], artifact: metadata_store_pb2.Artifact) -> None:
     if artifact.type == "ModelEvaluation":
         model.update(accuracy_by_slice(artifact.uri))
         model["evaluation_uri"] = artifact.uri
+        matrix = confusion_matrix(artifact.uri)
+        model["confusion_matrix"] = matrix.tolist()
+        model["most_confused"] = most_confused_pairs(matrix)
     elif artifact.type == "ModelBlessing":
         model["blessed"] = _custom(artifact, "blessed") == 1
     elif artifact.type == "PushedModel":
@@ -158,6 +212,13 @@ def format_report(report: dict[str, Any]) -> str:
         per_class = model.get("per_class", {})
         for name in (n for n in CLASS_NAMES if n in per_class):
             lines.append(f"  {name:<14}{per_class[name]:.4f}")
+    if model.get("most_confused"):
+        pairs = ", ".join(
+            f"{c['true']} as {c['predicted']} ({c['examples']})" for c in model["most_confused"][:3]
+        )
+        lines.append(f"most confused: {pairs}")
+    if model.get("confusion_matrix_png"):
+        lines.append(f"confusion matrix: {model['confusion_matrix_png']}")
     if "blessed" in model:
         lines.append(f"blessed: {'yes' if model['blessed'] else 'no'}")
         for reason in model.get("not_blessed_because", []):
@@ -176,11 +237,17 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def save_report(report: dict[str, Any], config: PipelineConfig) -> str:
-    """Write the report as JSON under `<pipeline_root>/reports/` and return the path."""
+    """Write the report as JSON (and the confusion matrix as PNG) under `<pipeline_root>/reports/`."""
     directory = os.path.join(config.pipeline_root, "reports")
     os.makedirs(directory, exist_ok=True)
     name = (report["run_id"] or "run").replace(":", "-").replace("/", "_")
     path = os.path.join(directory, f"{name}.json")
+    if report["model"].get("confusion_matrix"):
+        report["model"]["confusion_matrix_png"] = save_confusion_matrix(
+            np.array(report["model"]["confusion_matrix"]),
+            os.path.join(directory, f"{name}-confusion.png"),
+            f"Test set, accuracy {report['model'].get('accuracy', 0):.4f} (run {report['run_id']})",
+        )
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     return path

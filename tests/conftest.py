@@ -1,4 +1,4 @@
-"""Shared fixtures: slices of the real Fashion-MNIST, prepared once per session."""
+"""Shared fixtures: slices of the real Fashion-MNIST and pipeline runs on them, made once per session."""
 
 import os
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from components.dataset import DEBIAN_DIR, OFFICIAL_FILES, prepare_dataset
+from pipeline.config import EvaluationConfig, PipelineConfig, TrainingConfig
+from pipeline.local_runner import run
 
 SLICE_SIZE = 300
 
@@ -50,3 +52,44 @@ def source_copy(official_dir: Path, tmp_path: Path) -> Path:
             else:
                 shutil.copy(official_dir / f.name, copy / f.name)
     return copy
+
+
+def tiny_config(workdir: Path, data_dir: Path, accuracy_floor: float = 0.0) -> PipelineConfig:
+    """A few training steps of a small CNN: enough to exercise every component, not to be accurate."""
+    return PipelineConfig(
+        workdir=str(workdir),
+        data_dir=str(data_dir),
+        training=TrainingConfig(
+            epochs=1, max_steps_per_epoch=5, batch_size=32, conv_filters=(8, 16), dense_units=32
+        ),
+        evaluation=EvaluationConfig(accuracy_floor=accuracy_floor),
+    )
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    workdir = tmp_path_factory.mktemp("e2e")
+    config = tiny_config(workdir, slice_data)
+    first = run(config)
+    served_after_first = snapshot(Path(config.serving_dir))
+    second = run(config)
+    served_after_second = snapshot(Path(config.serving_dir))
+
+    strict = tiny_config(workdir, slice_data, accuracy_floor=0.99)
+    strict.training.learning_rate = 1e-2  # a changed recipe: a new candidate is trained
+    third = run(strict)
+    return {
+        "config": config,
+        "first": first,
+        "second": second,
+        "third": third,
+        "served_after_first": served_after_first,
+        "served_after_second": served_after_second,
+        "served_after_third": snapshot(Path(config.serving_dir)),
+    }

@@ -17,7 +17,7 @@ def test_model_outputs_probabilities_and_learns(slice_data: Path):
     raw = real_batch(slice_data, n=256)
     images = raw["image"].numpy().astype(np.float32) / 255.0
     labels = raw["label"].numpy().reshape(-1)
-    config = TrainingConfig(conv_filters=(8, 16), dense_units=32, augment=False, learning_rate=3e-3)
+    config = TrainingConfig(conv_filters=(8, 16), dense_units=32, random_flip=False, learning_rate=3e-3)
     model = build_model(config, steps_per_epoch=8)
 
     probabilities = model.predict({TRANSFORMED_IMAGE_KEY: images[:5]}, verbose=0)

@@ -1,6 +1,6 @@
 """The whole pipeline on a 300/300 slice of the real data, as a user would notice it.
 
-One module-scoped sequence of runs (each run costs a minute or more):
+One session-scoped sequence of runs (`pipeline_runs` in conftest; each costs a minute or more):
 1. a fresh run executes every component and pushes a version;
 2. an unchanged rerun is fully cached and pushes nothing new;
 3. a retrained candidate below the accuracy floor is evaluated against the
@@ -15,8 +15,9 @@ import pytest
 import tensorflow as tf
 
 from components.features import CLASS_NAMES, IMAGE_KEY, LABEL_KEY, PIXELS
-from pipeline.config import EvaluationConfig, PipelineConfig, TrainingConfig
 from pipeline.local_runner import PipelineFailedError, run
+from pipeline.report import save_report
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.e2e
 
@@ -26,53 +27,12 @@ EXECUTED_NODES = [
 ]  # fmt: skip
 
 
-def tiny_config(workdir: Path, data_dir: Path, accuracy_floor: float = 0.0) -> PipelineConfig:
-    """A few training steps of a small CNN: enough to exercise every component, not to be accurate."""
-    return PipelineConfig(
-        workdir=str(workdir),
-        data_dir=str(data_dir),
-        training=TrainingConfig(
-            epochs=1, max_steps_per_epoch=5, batch_size=32, conv_filters=(8, 16), dense_units=32
-        ),
-        evaluation=EvaluationConfig(accuracy_floor=accuracy_floor),
-    )
-
-
 def states(report: dict) -> dict[str, str]:
     return {row["component"]: row["state"] for row in report["components"]}
 
 
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
-    }
-
-
-@pytest.fixture(scope="module")
-def runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    workdir = tmp_path_factory.mktemp("e2e")
-    config = tiny_config(workdir, slice_data)
-    first = run(config)
-    served_after_first = snapshot(Path(config.serving_dir))
-    second = run(config)
-    served_after_second = snapshot(Path(config.serving_dir))
-
-    strict = tiny_config(workdir, slice_data, accuracy_floor=0.99)
-    strict.training.learning_rate = 1e-2  # a changed recipe: a new candidate is trained
-    third = run(strict)
-    return {
-        "config": config,
-        "first": first,
-        "second": second,
-        "third": third,
-        "served_after_first": served_after_first,
-        "served_after_second": served_after_second,
-        "served_after_third": snapshot(Path(config.serving_dir)),
-    }
-
-
-def test_first_run_executes_every_component_and_pushes_a_version(runs: dict):
-    report = runs["first"]
+def test_first_run_executes_every_component_and_pushes_a_version(pipeline_runs: dict):
+    report = pipeline_runs["first"]
     assert set(states(report)) == set(EXECUTED_NODES)
     assert all(state == "COMPLETE" for state in states(report).values()), states(report)
     model = report["model"]
@@ -80,16 +40,32 @@ def test_first_run_executes_every_component_and_pushes_a_version(runs: dict):
     assert model["examples"] == 300
     assert 0.0 <= model["accuracy"] <= 1.0 and set(model["per_class"]) == set(CLASS_NAMES)
     pushed = Path(model["pushed_path"])
-    assert pushed.parent == Path(runs["config"].model_serving_dir)
+    assert pushed.parent == Path(pipeline_runs["config"].model_serving_dir)
     assert pushed.name == model["pushed_version"] and pushed.name.isdigit()
     assert (pushed / "saved_model.pb").is_file()
-    assert list(runs["served_after_first"]) and all(
-        not k.startswith(".tmp") for k in runs["served_after_first"]
+    assert list(pipeline_runs["served_after_first"]) and all(
+        not k.startswith(".tmp") for k in pipeline_runs["served_after_first"]
     )
 
 
-def test_pushed_model_answers_both_signatures_consistently(runs: dict, slice_data: Path):
-    model = tf.saved_model.load(runs["first"]["model"]["pushed_path"])
+@pytest.mark.parametrize("run_name", ["first", "third"])  # without and with a baseline model in TFMA
+def test_confusion_matrix_counts_each_test_image_once(pipeline_runs: dict, run_name: str):
+    model = pipeline_runs[run_name]["model"]
+    matrix = np.array(model["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 300
+    assert np.trace(matrix) / 300 == pytest.approx(model["accuracy"], abs=1e-6)
+    assert all(pair["true"] != pair["predicted"] for pair in model["most_confused"])
+
+
+def test_saved_report_has_the_confusion_matrix_picture(pipeline_runs: dict):
+    config = pipeline_runs["config"]
+    save_report(pipeline_runs["first"], config)
+    png = Path(pipeline_runs["first"]["model"]["confusion_matrix_png"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_pushed_model_answers_both_signatures_consistently(pipeline_runs: dict, slice_data: Path):
+    model = tf.saved_model.load(pipeline_runs["first"]["model"]["pushed_path"])
     files = sorted(str(p) for p in (slice_data / "test").glob("*.tfrecord.gz"))
     serialized = next(iter(tf.data.TFRecordDataset(files, "GZIP").batch(16)))
     images = tf.io.parse_example(serialized, {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)})[
@@ -105,21 +81,23 @@ def test_pushed_model_answers_both_signatures_consistently(runs: dict, slice_dat
     assert [n.decode() for n in by_pixels["class_names"].numpy()] == [CLASS_NAMES[i] for i in ids]
 
 
-def test_unchanged_rerun_is_fully_cached_and_pushes_nothing(runs: dict):
-    report = runs["second"]
+def test_unchanged_rerun_is_fully_cached_and_pushes_nothing(pipeline_runs: dict):
+    report = pipeline_runs["second"]
     executed = {name: state for name, state in states(report).items() if name != "previous_blessed_model"}
     assert set(executed.values()) == {"CACHED"}, executed
-    assert runs["served_after_second"] == runs["served_after_first"]
-    assert report["model"]["pushed_version"] == runs["first"]["model"]["pushed_version"]
+    assert pipeline_runs["served_after_second"] == pipeline_runs["served_after_first"]
+    assert report["model"]["pushed_version"] == pipeline_runs["first"]["model"]["pushed_version"]
 
 
-def test_candidate_below_the_floor_is_neither_blessed_nor_pushed(runs: dict):
-    report = runs["third"]
+def test_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs: dict):
+    report = pipeline_runs["third"]
     assert states(report)["Trainer"] == "COMPLETE" and states(report)["Evaluator"] == "COMPLETE"
     assert report["model"]["blessed"] is False and report["model"]["pushed"] is False
     reasons = report["model"]["not_blessed_because"]
-    assert any(r.startswith("sparse_categorical_accuracy = ") and "0.99" in r for r in reasons), reasons
-    assert runs["served_after_third"] == runs["served_after_first"]  # byte for byte
+    assert any(
+        r.startswith("sparse_categorical_accuracy = ") and r.endswith("must be >= 0.99") for r in reasons
+    )
+    assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_first"]  # byte for byte
 
 
 def write_examples(path: Path, examples: list[tf.train.Example]) -> None:

@@ -26,7 +26,9 @@ def test_flags_override_defaults_and_derive_paths():
             "/w",
             "--epochs",
             "2",
-            "--no-augment",
+            "--no-random-flip",
+            "--random-shift",
+            "0.05",
             "--conv-filters",
             "8",
             "16",
@@ -37,7 +39,11 @@ def test_flags_override_defaults_and_derive_paths():
         ]
     )
     config = config_from_args(args)
-    assert config.training.epochs == 2 and config.training.augment is False
+    assert (
+        config.training.epochs == 2
+        and config.training.random_flip is False
+        and config.training.random_shift == 0.05
+    )
     assert config.training.conv_filters == (8, 16)
     assert config.evaluation.accuracy_floor == 0.5
     assert config.data_dir == "/w/data" and config.pipeline_root == "/w/pipeline"

@@ -1,0 +1,201 @@
+"""A TensorFlow Serving gRPC server for the pushed models (`fmnist serve`).
+
+It implements TF Serving's own protocol (the `tensorflow-serving-api` protos),
+so any TF Serving client works unchanged against it, and this project's client
+works unchanged against real TF Serving:
+
+- PredictionService.Predict: `model_spec` (name, optional version, signature
+  name; default `serving_default`), `inputs` by the signature's input names,
+  optional `output_filter`. Answers with the outputs and the model_spec
+  (including the version that produced them).
+- PredictionService.GetModelMetadata: the `signature_def` map.
+- ModelService.GetModelStatus: every known version with TF Serving's states.
+
+Errors as TF Serving gives them: unknown model, version or signature ->
+NOT_FOUND; missing input, wrong dtype or shape, too many examples ->
+INVALID_ARGUMENT. A bad request never takes the server down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
+import grpc
+import tensorflow as tf
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    status_pb2,
+)
+
+from serving.model_store import LoadedVersion, ModelNotFoundError, ModelStore
+
+log = logging.getLogger(__name__)
+DEFAULT_SIGNATURE = "serving_default"
+UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what a failed load reports
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """How the server listens and what it accepts."""
+
+    model_base_path: str = "workdir/serving"
+    host: str = "127.0.0.1"  # loopback unless asked otherwise
+    port: int = 8500  # TF Serving's gRPC port
+    poll_seconds: float = 2.0
+    max_batch: int = 1024  # examples per request
+    max_message_mb: int = 64
+    workers: int = 8
+
+
+class InvalidRequestError(ValueError):
+    """The request does not fit the signature; maps to gRPC INVALID_ARGUMENT."""
+
+
+def _spec_version(model_spec) -> int | None:
+    return model_spec.version.value if model_spec.HasField("version") else None
+
+
+def check_inputs(signature, request_inputs, max_batch: int) -> dict[str, tf.Tensor]:
+    """Convert `inputs` to tensors, refusing missing or extra names, wrong dtypes, shapes, sizes."""
+    specs = signature.structured_input_signature[1]
+    missing = sorted(set(specs) - set(request_inputs))
+    extra = sorted(set(request_inputs) - set(specs))
+    if missing or extra:
+        raise InvalidRequestError(f"inputs must be {sorted(specs)}; missing {missing}, unexpected {extra}")
+    tensors = {}
+    for name, spec in specs.items():
+        proto = request_inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "unset"
+            raise InvalidRequestError(f"input '{name}' must be {spec.dtype.name}, got {got}")
+        try:
+            value = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as err:
+            raise InvalidRequestError(f"input '{name}' is not a readable tensor: {err}") from err
+        if not spec.shape.is_compatible_with(value.shape):
+            raise InvalidRequestError(f"input '{name}' must have shape {spec.shape}, got {list(value.shape)}")
+        if value.ndim and value.shape[0] == 0:
+            raise InvalidRequestError(f"input '{name}' holds no examples")
+        if value.ndim and value.shape[0] > max_batch:
+            raise InvalidRequestError(
+                f"input '{name}' holds {value.shape[0]} examples; the limit is {max_batch}"
+            )
+        tensors[name] = tf.constant(value, dtype=spec.dtype)
+    return tensors
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, store: ModelStore, config: ServerConfig):
+        self.store = store
+        self.config = config
+
+    def _resolve(self, model_spec, context) -> LoadedVersion:
+        try:
+            return self.store.resolve(model_spec.name, _spec_version(model_spec))
+        except ModelNotFoundError as err:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+
+    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        loaded = self._resolve(request.model_spec, context)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        try:
+            signature = loaded.signature(signature_name)
+            tensors = check_inputs(signature, request.inputs, self.config.max_batch)
+            outputs = signature(**tensors)
+        except ModelNotFoundError as err:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except InvalidRequestError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except tf.errors.InvalidArgumentError as err:  # e.g. unparseable tf.Example bytes
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        unknown = sorted(set(request.output_filter) - set(outputs))
+        if unknown:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = loaded.name
+        response.model_spec.version.value = loaded.version
+        response.model_spec.signature_name = signature_name
+        for key in request.output_filter or outputs:
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key].numpy()))
+        return response
+
+    def GetModelMetadata(self, request, context):
+        unsupported = sorted(set(request.metadata_field) - {"signature_def"})
+        if unsupported or not request.metadata_field:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be ['signature_def']")
+        loaded = self._resolve(request.model_spec, context)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in loaded.signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(signature_def)
+        packed = any_pb2.Any()
+        packed.Pack(signature_map)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = loaded.name
+        response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    def GetModelStatus(self, request, context):
+        try:
+            states = self.store.status(request.model_spec.name, _spec_version(request.model_spec))
+        except ModelNotFoundError as err:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version, state in sorted(states.items()):
+            status = response.model_version_status.add(
+                version=version, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+            )
+            if state.error:
+                status.status.CopyFrom(
+                    status_pb2.StatusProto(error_code=UNKNOWN_ERROR, error_message=state.error)
+                )
+        return response
+
+
+def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, int]:
+    """A started-able gRPC server with both services; returns it and the bound port."""
+    limit = config.max_message_mb * 2**20
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers),
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(store, config), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {config.host}:{config.port} (in use?)")
+    return server, port
+
+
+def serve(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests get up to 10 s to finish."""
+    store = ModelStore(config.model_base_path, config.poll_seconds)
+    store.start()
+    server, port = build_server(store, config)
+    server.start()
+    print(f"serving {store.model_names() or 'no models yet'} from {store.base_path} on {config.host}:{port}")
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop(grace=10).wait()
+    store.stop()
