@@ -33,9 +33,10 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Full-data benchmark: a fresh pipeline run and a cached rerun, figures to benchmarks/results/.
+## Full-data benchmark: fresh pipeline runs and cached reruns, figures to benchmarks/results/.
+BENCH_RUNS ?= 3
 bench: setup data
-	$(BIN)/python benchmarks/pipeline_benchmark.py --workdir $(WORKDIR)/bench
+	$(BIN)/python benchmarks/pipeline_benchmark.py --workdir $(WORKDIR)/bench --data-dir $(WORKDIR)/data --runs $(BENCH_RUNS)
 
 clean:
 	rm -rf $(WORKDIR)

@@ -7,6 +7,8 @@ serving layer and TFMA 0.47 are built on.
 import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 # isort: split
+import contextlib
+
 import tensorflow as tf
 
 from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, PIXELS, TRANSFORMED_IMAGE_KEY
@@ -23,13 +25,62 @@ def _conv_block(x: tf.Tensor, filters: int, dropout: float) -> tf.Tensor:
     return tf.keras.layers.Dropout(dropout)(x)
 
 
+PRECISIONS = ("auto", "bfloat16", "float32")
+
+
+def cpu_has_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bfloat16 natively (emulated bfloat16 would be slower than float32)."""
+    try:
+        with open(cpuinfo_path) as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if cpu_has_bfloat16() else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def layer_policy(precision: str):
+    """Build layers under a Keras dtype policy without leaking it to the rest of the process."""
+    previous = tf.keras.mixed_precision.global_policy()
+    policy = "mixed_bfloat16" if resolve_precision(precision) == "bfloat16" else "float32"
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+
+
 def build_model(config: TrainingConfig, steps_per_epoch: int) -> tf.keras.Model:
     """A compiled CNN: [batch, 784] floats in, [batch, 10] class probabilities out.
 
     Augmentation (horizontal flips and small shifts, which suit clothing; never
     vertical flips) lives in the model as layers that act only in training.
-    The learning rate follows a cosine decay over the planned epochs.
+    The learning rate follows a cosine decay over the planned epochs. Under
+    bfloat16 the weights stay float32 and the output layer computes in float32,
+    so the served probabilities are float32 either way.
     """
+    with layer_policy(config.precision):
+        model = _build_layers(config)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(schedule),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _build_layers(config: TrainingConfig) -> tf.keras.Model:
     inputs = tf.keras.Input(shape=(PIXELS,), name=TRANSFORMED_IMAGE_KEY)
     x = tf.keras.layers.Reshape((IMAGE_HEIGHT, IMAGE_WIDTH, 1))(inputs)
     if config.random_flip:
@@ -45,15 +96,7 @@ def build_model(config: TrainingConfig, steps_per_epoch: int) -> tf.keras.Model:
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
     x = tf.keras.layers.Dropout(config.dropout)(x)
-    outputs = tf.keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
-    model = tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")
-
-    schedule = tf.keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+    outputs = tf.keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(
+        x
     )
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(schedule),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model
+    return tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 class TrainingConfig:
     """How the Trainer fits the CNN (handed to `run_fn` through `custom_config`)."""
 
-    epochs: int = 6
-    batch_size: int = 128
-    learning_rate: float = 2e-3
+    epochs: int = 12
+    batch_size: int = 256
+    learning_rate: float = 3e-3
     # Fraction of the *training* split held out for early stopping; the test split is never used.
     validation_fraction: float = 0.1
     early_stopping_patience: int = 3
@@ -31,6 +31,9 @@ class TrainingConfig:
     dropout: float = 0.4
     # Cap on steps per epoch; 0 means a full pass. Tests use a few steps.
     max_steps_per_epoch: int = 0
+    # "bfloat16" computes in bfloat16 with float32 weights (1.5x faster on CPUs with
+    # AVX512-BF16 or AMX), "float32" everywhere; "auto" picks bfloat16 where the CPU has it.
+    precision: str = "auto"
     seed: int = 42
 
 

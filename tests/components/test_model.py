@@ -49,3 +49,31 @@ def test_training_config_round_trips_and_rejects_unknown_fields():
     assert training_config_from({"training": dataclasses.asdict(config)}) == config
     with pytest.raises(ValueError, match=r"unknown fields \['epoch'\]"):
         training_config_from({"training": {"epoch": 3}})
+
+
+def test_bfloat16_model_keeps_float32_outputs_and_does_not_leak_its_policy():
+    import tensorflow as tf
+
+    model = build_model(
+        TrainingConfig(conv_filters=(4,), dense_units=8, precision="bfloat16"), steps_per_epoch=1
+    )
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in model.layers)
+    out = model({TRANSFORMED_IMAGE_KEY: tf.zeros([2, PIXELS])}, training=False)
+    assert out.dtype == tf.float32
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_precision_auto_follows_the_cpu_flags(tmp_path: Path):
+    from components.model import cpu_has_bfloat16, resolve_precision
+
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("flags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    without = tmp_path / "plain"
+    without.write_text("flags\t\t: fpu sse avx2\n")
+    assert cpu_has_bfloat16(str(with_bf16)) is True
+    assert cpu_has_bfloat16(str(without)) is False
+    assert cpu_has_bfloat16(str(tmp_path / "missing")) is False
+    assert resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8")
