@@ -35,6 +35,7 @@ from components.features import (
 )
 from components.model import build_model
 from pipeline.config import TrainingConfig
+from serving.warmup import write_warmup
 
 TRAINING_CONFIG_KEY = "training"
 SERVING_SIGNATURE = "serving_default"
@@ -167,3 +168,4 @@ def run_fn(fn_args: FnArgs) -> None:
         save_format="tf",
         signatures=make_serving_signatures(model, tf_transform_output),
     )
+    write_warmup(fn_args.serving_model_dir)

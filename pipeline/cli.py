@@ -125,6 +125,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             poll_seconds=args.poll_seconds,
             max_batch=args.max_batch,
+            request_log_dir=args.request_log_dir or "",
+            request_log_sampling=args.request_log_sampling,
         )
     )
     return 0
@@ -226,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8500, help="(default: %(default)s, as TF Serving)")
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
     serve.add_argument("--max-batch", type=int, default=1024, help="largest number of examples per request")
+    serve.add_argument("--request-log-dir", help="write sampled PredictionLog TFRecords here (default: off)")
+    serve.add_argument("--request-log-sampling", type=float, default=1.0, help="share of requests logged")
     serve.set_defaults(handler=_cmd_serve)
 
     predict = commands.add_parser("predict", help="classify a PNG/JPEG, .npy or IDX file")

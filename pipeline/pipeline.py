@@ -39,7 +39,12 @@ def code_fingerprint() -> str:
     """
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("components/*.py"), root / "pipeline" / "config.py"]):
+    module_code = [
+        *root.glob("components/*.py"),
+        root / "pipeline" / "config.py",
+        root / "serving" / "warmup.py",
+    ]
+    for path in sorted(module_code):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

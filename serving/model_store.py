@@ -23,12 +23,50 @@ import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving.warmup import read_warmup
+
 log = logging.getLogger(__name__)
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+DEFAULT_SIGNATURE = "serving_default"
+
+
 class ModelNotFoundError(LookupError):
     """No such model, version or signature; maps to gRPC NOT_FOUND."""
+
+
+class InvalidRequestError(ValueError):
+    """The request does not fit the signature; maps to gRPC INVALID_ARGUMENT."""
+
+
+def check_inputs(signature, request_inputs, max_batch: int) -> dict[str, tf.Tensor]:
+    """Convert `inputs` to tensors, refusing missing or extra names, wrong dtypes, shapes, sizes."""
+    specs = signature.structured_input_signature[1]
+    missing = sorted(set(specs) - set(request_inputs))
+    extra = sorted(set(request_inputs) - set(specs))
+    if missing or extra:
+        raise InvalidRequestError(f"inputs must be {sorted(specs)}; missing {missing}, unexpected {extra}")
+    tensors = {}
+    for name, spec in specs.items():
+        proto = request_inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "unset"
+            raise InvalidRequestError(f"input '{name}' must be {spec.dtype.name}, got {got}")
+        try:
+            value = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as err:
+            raise InvalidRequestError(f"input '{name}' is not a readable tensor: {err}") from err
+        if not spec.shape.is_compatible_with(value.shape):
+            raise InvalidRequestError(f"input '{name}' must have shape {spec.shape}, got {list(value.shape)}")
+        if value.ndim and value.shape[0] == 0:
+            raise InvalidRequestError(f"input '{name}' holds no examples")
+        if value.ndim and value.shape[0] > max_batch:
+            raise InvalidRequestError(
+                f"input '{name}' holds {value.shape[0]} examples; the limit is {max_batch}"
+            )
+        tensors[name] = tf.constant(value, dtype=spec.dtype)
+    return tensors
 
 
 @dataclasses.dataclass
@@ -40,6 +78,11 @@ class LoadedVersion:
     path: str
     model: Any
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+
+    def run(self, signature_name: str, inputs, max_batch: int) -> dict[str, tf.Tensor]:
+        """Check `inputs` (a map of TensorProtos) against the signature and run it."""
+        signature = self.signature(signature_name)
+        return signature(**check_inputs(signature, inputs, max_batch))
 
     def signature(self, signature_name: str):
         try:
@@ -68,9 +111,12 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
     return {k: v for k, v in saved_model.meta_graphs[0].signature_def.items() if not k.startswith("__")}
 
 
-def load_version(name: str, version: int, path: str) -> LoadedVersion:
-    model = tf.saved_model.load(path)
-    return LoadedVersion(name, version, path, model, read_signature_defs(path))
+def load_version(name: str, version: int, path: str, max_batch: int = 1024) -> LoadedVersion:
+    """Load a SavedModel and replay its warmup requests; any failure means the version is not served."""
+    loaded = LoadedVersion(name, version, path, tf.saved_model.load(path), read_signature_defs(path))
+    for request in read_warmup(path):
+        loaded.run(request.model_spec.signature_name or DEFAULT_SIGNATURE, request.inputs, max_batch)
+    return loaded
 
 
 def _fingerprint(path: str) -> tuple:

@@ -39,10 +39,16 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.model_store import LoadedVersion, ModelNotFoundError, ModelStore
+from serving.model_store import (
+    DEFAULT_SIGNATURE,
+    InvalidRequestError,
+    LoadedVersion,
+    ModelNotFoundError,
+    ModelStore,
+)
+from serving.request_log import RequestLogger
 
 log = logging.getLogger(__name__)
-DEFAULT_SIGNATURE = "serving_default"
 UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what a failed load reports
 
 
@@ -57,49 +63,19 @@ class ServerConfig:
     max_batch: int = 1024  # examples per request
     max_message_mb: int = 64
     workers: int = 8
-
-
-class InvalidRequestError(ValueError):
-    """The request does not fit the signature; maps to gRPC INVALID_ARGUMENT."""
+    request_log_dir: str = ""  # empty: no request logging
+    request_log_sampling: float = 1.0  # share of Predict requests logged
 
 
 def _spec_version(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
-def check_inputs(signature, request_inputs, max_batch: int) -> dict[str, tf.Tensor]:
-    """Convert `inputs` to tensors, refusing missing or extra names, wrong dtypes, shapes, sizes."""
-    specs = signature.structured_input_signature[1]
-    missing = sorted(set(specs) - set(request_inputs))
-    extra = sorted(set(request_inputs) - set(specs))
-    if missing or extra:
-        raise InvalidRequestError(f"inputs must be {sorted(specs)}; missing {missing}, unexpected {extra}")
-    tensors = {}
-    for name, spec in specs.items():
-        proto = request_inputs[name]
-        if proto.dtype != spec.dtype.as_datatype_enum:
-            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "unset"
-            raise InvalidRequestError(f"input '{name}' must be {spec.dtype.name}, got {got}")
-        try:
-            value = tf.make_ndarray(proto)
-        except (TypeError, ValueError) as err:
-            raise InvalidRequestError(f"input '{name}' is not a readable tensor: {err}") from err
-        if not spec.shape.is_compatible_with(value.shape):
-            raise InvalidRequestError(f"input '{name}' must have shape {spec.shape}, got {list(value.shape)}")
-        if value.ndim and value.shape[0] == 0:
-            raise InvalidRequestError(f"input '{name}' holds no examples")
-        if value.ndim and value.shape[0] > max_batch:
-            raise InvalidRequestError(
-                f"input '{name}' holds {value.shape[0]} examples; the limit is {max_batch}"
-            )
-        tensors[name] = tf.constant(value, dtype=spec.dtype)
-    return tensors
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, store: ModelStore, config: ServerConfig):
+    def __init__(self, store: ModelStore, config: ServerConfig, request_logger: RequestLogger | None = None):
         self.store = store
         self.config = config
+        self.request_logger = request_logger
 
     def _resolve(self, model_spec, context) -> LoadedVersion:
         try:
@@ -111,9 +87,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         loaded = self._resolve(request.model_spec, context)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         try:
-            signature = loaded.signature(signature_name)
-            tensors = check_inputs(signature, request.inputs, self.config.max_batch)
-            outputs = signature(**tensors)
+            outputs = loaded.run(signature_name, request.inputs, self.config.max_batch)
         except ModelNotFoundError as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         except InvalidRequestError as err:
@@ -129,6 +103,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.signature_name = signature_name
         for key in request.output_filter or outputs:
             response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key].numpy()))
+        if self.request_logger is not None:
+            self.request_logger.log_predict(request, response)
         return response
 
     def GetModelMetadata(self, request, context):

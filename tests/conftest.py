@@ -72,16 +72,24 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     }
 
 
+def add_stray_files(data_dir: Path) -> None:
+    """Files a user may leave beside the TFRecords; ImportExampleGen must not read them."""
+    (data_dir / "test" / "notes.txt").write_text("not an example")
+    shutil.copy(next((data_dir / "train").glob("*.tfrecord.gz")), data_dir / "train" / "backup.tfrecord")
+
+
 @pytest.fixture(scope="session")
 def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     workdir = tmp_path_factory.mktemp("e2e")
-    config = tiny_config(workdir, slice_data)
+    shutil.copytree(slice_data, workdir / "data")
+    add_stray_files(workdir / "data")
+    config = tiny_config(workdir, workdir / "data")
     first = run(config)
     served_after_first = snapshot(Path(config.serving_dir))
     second = run(config)
     served_after_second = snapshot(Path(config.serving_dir))
 
-    strict = tiny_config(workdir, slice_data, accuracy_floor=0.99)
+    strict = tiny_config(workdir, workdir / "data", accuracy_floor=0.99)
     strict.training.learning_rate = 1e-2  # a changed recipe: a new candidate is trained
     third = run(strict)
     return {

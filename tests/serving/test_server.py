@@ -243,3 +243,114 @@ def test_load_images_reads_png_npy_and_idx(tmp_path: Path, official_dir: Path, t
     np.save(tmp_path / "bad.npy", np.zeros((2, 32, 32)))
     with pytest.raises(ValueError, match="bad.npy: array of shape"):
         load_images(str(tmp_path / "bad.npy"))
+
+
+def test_pushed_model_carries_warmup_requests_that_replay(pipeline_runs: dict):
+    from serving.warmup import read_warmup
+
+    requests = read_warmup(pipeline_runs["first"]["model"]["pushed_path"])
+    assert {r.model_spec.signature_name for r in requests} == {"predict_images", "serving_default"}
+
+
+def test_a_version_whose_warmup_fails_is_not_served(served, test_images):
+    from serving.warmup import WARMUP_PATH
+
+    base, store = served["base"], served["store"]
+    broken = base / MODEL / "7"
+    shutil.copytree(base / MODEL / "1", broken)
+    log = predict_pb2.PredictRequest()
+    log.model_spec.signature_name = "predict_images"
+    log.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 5), np.float32)))
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    with tf.io.TFRecordWriter(str(broken / WARMUP_PATH)) as writer:
+        writer.write(
+            prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=log)
+            ).SerializeToString()
+        )
+    store.poll_once()
+    status = {s.version: s for s in served["client"].status(MODEL).model_version_status}
+    assert status[7].state == get_model_status_pb2.ModelVersionStatus.END
+    assert "must be uint8" in status[7].status.error_message
+    assert served["client"].predict_images(test_images[0][:1])[1] == 1
+
+
+def test_request_logs_are_prediction_logs_readable_back(pipeline_runs: dict, tmp_path: Path, test_images):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    base = tmp_path / "models"
+    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / "3")
+    store = ModelStore(str(base), poll_seconds=3600)
+    store.poll_once()
+    config = ServerConfig(model_base_path=str(base), port=0, request_log_dir=str(tmp_path / "logs"))
+    server, port = build_server(store, config)
+    server.start()
+    try:
+        client = ServingClient(f"127.0.0.1:{port}", timeout=30)
+        for i in range(3):
+            client.predict_images(test_images[0][i : i + 2])
+    finally:
+        server.stop(grace=None)
+    files = sorted((tmp_path / "logs").glob("prediction_log-*.tfrecord"))
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset([str(f) for f in files])
+    ]
+    assert len(records) == 3
+    first = records[0].predict_log
+    np.testing.assert_array_equal(tf.make_ndarray(first.request.inputs["images"]), test_images[0][0:2])
+    assert first.response.model_spec.version.value == 3
+    assert set(first.response.outputs) == {"probabilities", "class_ids", "class_names"}
+
+
+def test_request_logger_samples_and_rotates(tmp_path: Path):
+    from serving.request_log import RequestLogger
+
+    request, response = predict_pb2.PredictRequest(), predict_pb2.PredictResponse()
+    logger = RequestLogger(str(tmp_path), sampling_rate=1.0, records_per_file=2)
+    assert all(logger.log_predict(request, response) for _ in range(5))
+    logger.close()
+    assert len(list(tmp_path.glob("prediction_log-*.tfrecord"))) == 3
+    never = RequestLogger(str(tmp_path / "none"), sampling_rate=0.0)
+    assert not any(never.log_predict(request, response) for _ in range(20))
+    with pytest.raises(ValueError, match="sampling rate must be in"):
+        RequestLogger(str(tmp_path), sampling_rate=1.5)
+
+
+def test_fmnist_serve_answers_then_stops_cleanly_on_sigterm(pipeline_runs: dict, tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import portpicker
+
+    base = tmp_path / "models"
+    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / "4")
+    port = portpicker.pick_unused_port()
+    command = [
+        str(Path(sys.executable).parent / "fmnist"),
+        "serve",
+        "--model-base-path",
+        str(base),
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = ServingClient(f"127.0.0.1:{port}", timeout=5, retries=0)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                states = [s.state for s in client.status(MODEL).model_version_status]
+                break
+            except ServingError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        assert states == [get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert f"on 127.0.0.1:{port}" in server.stdout.read()
+    finally:
+        server.kill()
