@@ -133,10 +133,17 @@ def read_verified(directory: Path, expected: IdxFile) -> bytes:
     return data
 
 
-def load_split(directory: Path, split: str, files: dict[str, IdxFile]) -> tuple[np.ndarray, np.ndarray]:
-    """Images [n, 28, 28] and labels [n] of one split, verified and parsed."""
-    images = idx.parse_images(read_verified(directory, files["images"]), files["images"].name)
-    labels = idx.parse_labels(read_verified(directory, files["labels"]), files["labels"].name)
+def read_split(directory: Path, files: dict[str, IdxFile]) -> dict[str, bytes]:
+    """The verified bytes of a split's images and labels files."""
+    return {kind: read_verified(directory, f) for kind, f in files.items()}
+
+
+def parse_split(
+    data: dict[str, bytes], split: str, files: dict[str, IdxFile]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images [n, 28, 28] and labels [n] of one split, parsed from verified bytes."""
+    images = idx.parse_images(data["images"], files["images"].name)
+    labels = idx.parse_labels(data["labels"], files["labels"].name)
     idx.check_same_count(images, labels, split)
     return images, labels
 
@@ -179,6 +186,28 @@ def _replace_dir(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def existing_manifest(
+    output_dir: Path, limit: int | None, files: dict[str, dict[str, IdxFile]]
+) -> dict | None:
+    """The manifest of TFRecords already written from the same files with the same limit, if any.
+
+    Rewriting identical TFRecords would give them new timestamps, and TFX would
+    then re-run ImportExampleGen and everything after it; so an up-to-date
+    output is kept.
+    """
+    try:
+        manifest = json.loads((output_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    same_source = all(
+        manifest.get("splits", {}).get(split, {}).get("source_sha256")
+        == {k: f.sha256 for k, f in kinds.items()}
+        for split, kinds in files.items()
+    )
+    complete = all(any((output_dir / split).glob(f"*{TFRECORD_SUFFIX}")) for split in SPLITS)
+    return manifest if same_source and complete and manifest.get("limit") == limit else None
+
+
 def prepare_dataset(
     source_dir: Path | None,
     output_dir: Path,
@@ -186,20 +215,25 @@ def prepare_dataset(
     shards: int = 4,
     download_dir: Path | None = None,
     files: dict[str, dict[str, IdxFile]] = OFFICIAL_FILES,
+    force: bool = False,
 ) -> dict:
     """Write `<output_dir>/{train,test}/*.tfrecord.gz` and a manifest; return the manifest.
 
     `limit` keeps the first N images of each split (a slice for tests). `files`
     exists so tests can hand in files with other checksums; the CLI always uses
-    the official ones.
+    the official ones. TFRecords already written from the same files with the
+    same limit are kept unless `force` (the manifest then says `"reused": true`).
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
     source = locate_source_dir(source_dir, download_dir or output_dir / "downloads")
+    verified = {split: read_split(source, files[split]) for split in SPLITS}  # refuses wrong files first
+    if not force and (current := existing_manifest(output_dir, limit, files)) is not None:
+        return {**current, "reused": True}
+    output_dir.mkdir(parents=True, exist_ok=True)
     staging = output_dir / f".tmp-{uuid.uuid4().hex[:8]}"
     manifest: dict = {"source_dir": str(source), "limit": limit, "splits": {}}
     try:
         for split in SPLITS:
-            images, labels = load_split(source, split, files[split])
+            images, labels = parse_split(verified[split], split, files[split])
             if limit is not None:
                 images, labels = images[:limit], labels[:limit]
             write_tfrecords(images, labels, staging / split, shards if split == "train" else 1, split)

@@ -79,9 +79,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         output_dir=Path(config.data_dir),
         limit=args.limit,
         shards=args.shards,
+        force=args.force,
     )
     counts = ", ".join(f"{split}: {info['examples']}" for split, info in manifest["splits"].items())
-    print(f"wrote TFRecords to {config.data_dir} ({counts}) from {manifest['source_dir']}")
+    verb = "kept the up-to-date" if manifest.get("reused") else "wrote"
+    print(f"{verb} TFRecords in {config.data_dir} ({counts}) from {manifest['source_dir']}")
     return 0
 
 
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--shards", type=int, default=4, help="TFRecord files for the train split (default: 4)"
     )
+    prepare.add_argument("--force", action="store_true", help="rewrite TFRecords that are already up to date")
     prepare.add_argument("--workdir", help="(default: workdir)")
     prepare.add_argument("--data-dir", dest="data_dir", help="(default: <workdir>/data)")
     prepare.set_defaults(handler=_cmd_prepare)

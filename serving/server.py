@@ -152,8 +152,11 @@ def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, 
         futures.ThreadPoolExecutor(max_workers=config.workers),
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
     )
+    logger = (
+        RequestLogger(config.request_log_dir, config.request_log_sampling) if config.request_log_dir else None
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(store, config), server
+        PredictionService(store, config, logger), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
     port = server.add_insecure_port(f"{config.host}:{config.port}")

@@ -103,3 +103,18 @@ def test_unreadable_gzip_names_file(tmp_path: Path):
 def test_directory_without_the_files_is_refused(tmp_path: Path):
     with pytest.raises(DatasetError, match=rf"{tmp_path}: does not hold the four Fashion-MNIST IDX files"):
         prepare_dataset(tmp_path, tmp_path / "data")
+
+
+def test_up_to_date_output_is_kept_and_force_rewrites_it(source_copy: Path, tmp_path: Path):
+    out = tmp_path / "data"
+    prepare_dataset(source_copy, out, limit=20)
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*.tfrecord.gz")}
+    again = prepare_dataset(source_copy, out, limit=20)
+    assert again["reused"] is True
+    assert {
+        p: p.stat().st_mtime_ns for p in out.rglob("*.tfrecord.gz")
+    } == first  # ImportExampleGen stays cached
+    other_limit = prepare_dataset(source_copy, out, limit=30)
+    assert "reused" not in other_limit and other_limit["splits"]["test"]["examples"] == 30
+    forced = prepare_dataset(source_copy, out, limit=30, force=True)
+    assert "reused" not in forced

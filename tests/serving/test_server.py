@@ -26,6 +26,7 @@ from serving.model_store import ModelStore
 from serving.server import ServerConfig, build_server
 
 MODEL = "fashion_mnist"
+pytestmark = pytest.mark.e2e  # the tests serve the model a pipeline run on a slice pushed
 
 
 @pytest.fixture
