@@ -35,12 +35,12 @@ def open_store(config: PipelineConfig) -> mlmd.MetadataStore:
 
 
 def latest_run_context(store: mlmd.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context | None:
-    """The newest `pipeline_run` context of this pipeline."""
+    """The newest `pipeline_run` context of this pipeline (TFX makes the pipeline context its parent)."""
     runs = [
         run
         for run in store.get_contexts_by_type("pipeline_run")
         if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(run.id))
-    ] or store.get_contexts_by_type("pipeline_run")
+    ]
     return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
 
 
