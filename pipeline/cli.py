@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     predict = commands.add_parser("predict", help="classify a PNG/JPEG, .npy or IDX file")
-    predict.add_argument("input", help="image file (.png/.jpg), .npy array [n, 28, 28] or IDX images file")
+    predict.add_argument(
+        "input", help="image (.png/.jpg), .npy array [n, 28, 28], TFRecords of examples, or IDX images file"
+    )
     predict.add_argument("--version", type=int, help="ask for this version (default: the served one)")
     predict.add_argument("--max-images", type=int, default=1024, help="send at most this many images")
     _add_client_flags(predict)

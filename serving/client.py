@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
 )
 
 from components import idx
-from components.features import IMAGE_HEIGHT, IMAGE_WIDTH
+from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
 
 IMAGES_SIGNATURE = "predict_images"
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -102,12 +102,36 @@ class ServingClient:
         return signature_map
 
 
+def _tfrecord_images(file: Path) -> np.ndarray:
+    """The `image` feature of a TFRecord file of the project's examples (GZIP if named .gz)."""
+    compression = "GZIP" if file.suffix.lower() == ".gz" else ""
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
+    try:
+        batches = [
+            tf.io.parse_example(batch, spec)[IMAGE_KEY].numpy()
+            for batch in tf.data.TFRecordDataset(str(file), compression).batch(1024)
+        ]
+    except tf.errors.OpError as err:
+        raise ValueError(
+            f"{file}: not a TFRecord file of examples with a 784-pixel 'image': {err.message}"
+        ) from err
+    if not batches:
+        raise ValueError(f"{file}: holds no examples")
+    images = np.concatenate(batches)
+    if images.min() < 0 or images.max() > 255:
+        raise ValueError(f"{file}: pixel values outside 0..255")
+    return images.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
+
+
 def load_images(path: str) -> np.ndarray:
-    """Images as uint8 [n, 28, 28] from a PNG/JPEG, a .npy array or an IDX images file (.gz or not)."""
+    """Images as uint8 [n, 28, 28] from a PNG/JPEG, a .npy array, TFRecords of the project's
+    examples (`.tfrecord`, `.tfrecord.gz`) or an IDX images file (.gz or not)."""
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = file.suffix.lower()
+    if ".tfrecord" in file.name.lower():
+        return _tfrecord_images(file)
     if suffix in (".png", ".jpg", ".jpeg"):
         from PIL import Image
 

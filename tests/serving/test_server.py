@@ -230,7 +230,9 @@ def test_metadata_request_must_ask_for_signature_def(served):
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_load_images_reads_png_npy_and_idx(tmp_path: Path, official_dir: Path, test_images):
+def test_load_images_reads_png_npy_tfrecords_and_idx(
+    tmp_path: Path, official_dir: Path, slice_data: Path, test_images
+):
     from PIL import Image
 
     images, _ = test_images
@@ -241,6 +243,12 @@ def test_load_images_reads_png_npy_and_idx(tmp_path: Path, official_dir: Path, t
     idx_images = load_images(str(official_dir / "t10k-images-idx3-ubyte.gz"))
     assert idx_images.shape == (10000, 28, 28)
     np.testing.assert_array_equal(idx_images[:8], images)
+    from_tfrecords = load_images(str(next((slice_data / "test").glob("*.tfrecord.gz"))))
+    assert from_tfrecords.shape == (300, 28, 28)
+    np.testing.assert_array_equal(from_tfrecords[:8], images)
+    (tmp_path / "garbage.tfrecord").write_bytes(b"not a record")
+    with pytest.raises(ValueError, match="garbage.tfrecord: not a TFRecord file of examples"):
+        load_images(str(tmp_path / "garbage.tfrecord"))
     np.save(tmp_path / "bad.npy", np.zeros((2, 32, 32)))
     with pytest.raises(ValueError, match="bad.npy: array of shape"):
         load_images(str(tmp_path / "bad.npy"))
