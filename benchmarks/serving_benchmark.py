@@ -13,7 +13,6 @@ Writes one JSON and prints a table.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -33,9 +32,8 @@ import serving  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from components import idx  # noqa: E402
 from components.dataset import DEBIAN_DIR  # noqa: E402
-from serving.client import ServingClient  # noqa: E402
+from serving.client import ServingClient, load_images  # noqa: E402
 from serving.model_store import ModelStore  # noqa: E402
 from serving.server import ServerConfig, build_server  # noqa: E402
 
@@ -96,8 +94,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
 
-    raw = gzip.decompress((DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
-    images = idx.parse_images(raw, "t10k-images-idx3-ubyte")
+    images = load_images(str(DEBIAN_DIR / "t10k-images-idx3-ubyte.gz"))
 
     signature = tf.saved_model.load(args.model_dir).signatures["predict_images"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import zlib
 from pathlib import Path
 
 import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -117,10 +118,14 @@ def _tfrecord_images(file: Path) -> np.ndarray:
         ) from err
     if not batches:
         raise ValueError(f"{file}: holds no examples")
-    images = np.concatenate(batches)
-    if images.min() < 0 or images.max() > 255:
-        raise ValueError(f"{file}: pixel values outside 0..255")
-    return images.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
+    return _as_uint8_images(np.concatenate(batches), file)
+
+
+def _as_uint8_images(array: np.ndarray, source: Path) -> np.ndarray:
+    """uint8 [n, 28, 28] from pixel values that must already lie in 0..255."""
+    if array.min() < 0 or array.max() > 255:
+        raise ValueError(f"{source}: pixel values outside 0..255")
+    return array.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
 
 
 def load_images(path: str) -> np.ndarray:
@@ -132,18 +137,19 @@ def load_images(path: str) -> np.ndarray:
     suffix = file.suffix.lower()
     if ".tfrecord" in file.name.lower():
         return _tfrecord_images(file)
-    if suffix in (".png", ".jpg", ".jpeg"):
-        from PIL import Image
+    try:
+        if suffix in (".png", ".jpg", ".jpeg"):
+            from PIL import Image
 
-        with Image.open(file) as image:
-            grey = image.convert("L").resize((IMAGE_WIDTH, IMAGE_HEIGHT))
-        return np.asarray(grey, dtype=np.uint8)[None]
-    if suffix == ".npy":
-        array = np.load(file)
-        if array.shape[-2:] != (IMAGE_HEIGHT, IMAGE_WIDTH) or array.ndim not in (2, 3):
-            raise ValueError(f"{path}: array of shape {array.shape}; expected [n, 28, 28] or [28, 28]")
-        if array.min() < 0 or array.max() > 255:
-            raise ValueError(f"{path}: values outside 0..255")
-        return array.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
-    data = file.read_bytes()
-    return idx.parse_images(gzip.decompress(data) if suffix == ".gz" else data, str(file))
+            with Image.open(file) as image:
+                grey = image.convert("L").resize((IMAGE_WIDTH, IMAGE_HEIGHT))
+            return np.asarray(grey, dtype=np.uint8)[None]
+        if suffix == ".npy":
+            array = np.load(file)
+            if array.shape[-2:] != (IMAGE_HEIGHT, IMAGE_WIDTH) or array.ndim not in (2, 3):
+                raise ValueError(f"{path}: array of shape {array.shape}; expected [n, 28, 28] or [28, 28]")
+            return _as_uint8_images(array, file)
+        data = file.read_bytes()
+        return idx.parse_images(gzip.decompress(data) if suffix == ".gz" else data, str(file))
+    except (OSError, EOFError, zlib.error) as err:  # unreadable image, .npy or gzip data
+        raise ValueError(f"{path}: cannot be read as {suffix or 'IDX'} images: {err}") from err

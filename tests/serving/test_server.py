@@ -249,6 +249,11 @@ def test_load_images_reads_png_npy_tfrecords_and_idx(
     (tmp_path / "garbage.tfrecord").write_bytes(b"not a record")
     with pytest.raises(ValueError, match="garbage.tfrecord: not a TFRecord file of examples"):
         load_images(str(tmp_path / "garbage.tfrecord"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "broken-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    for name in ("broken.png", "broken-idx3-ubyte.gz"):
+        with pytest.raises(ValueError, match=f"{name}: cannot be read as"):
+            load_images(str(tmp_path / name))
     np.save(tmp_path / "bad.npy", np.zeros((2, 32, 32)))
     with pytest.raises(ValueError, match="bad.npy: array of shape"):
         load_images(str(tmp_path / "bad.npy"))
