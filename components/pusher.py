@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any
 
+import tensorflow as tf
 from tfx import types
 from tfx.components.pusher import executor as tfx_pusher
 from tfx.dsl.io import fileio
@@ -31,6 +32,10 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 PUSH_RECORD = "fmnist_push.json"
+
+
+class PushError(RuntimeError):
+    """The model could not be written to the serving directory; nothing was left behind."""
 
 
 def numeric_versions(base: str) -> list[int]:
@@ -60,16 +65,21 @@ def publish_version(model_path: str, base: str, model_uri: str) -> int:
     """
     version = max([int(time.time())] + [v + 1 for v in numeric_versions(base)])
     staging = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-    fileio.makedirs(base)
     try:
+        fileio.makedirs(base)
         io_utils.copy_dir(model_path, staging)
         io_utils.write_string_file(
             os.path.join(staging, PUSH_RECORD), json.dumps({"model_uri": model_uri, "version": version})
         )
         fileio.rename(staging, os.path.join(base, str(version)))
+    except (OSError, tf.errors.OpError) as err:  # disk full, read-only or vanished serving directory
+        raise PushError(f"cannot push version {version} to {base}: {err}; nothing was published") from err
     finally:
-        if fileio.exists(staging):
-            fileio.rmtree(staging)
+        try:
+            if fileio.exists(staging):
+                fileio.rmtree(staging)
+        except (OSError, tf.errors.OpError):  # the same failing disk; a server never loads .tmp-*
+            pass
     return version
 
 

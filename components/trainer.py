@@ -9,6 +9,9 @@ raw data:
 - `predict_images`: raw pixels `images` (uint8 [batch, 28, 28]). Returns
   `probabilities` (float32 [batch, 10]), `class_ids` (int64 [batch]) and
   `class_names` (string [batch]).
+- `classify`: TF Serving's Classify contract: serialized `tf.Example`s `inputs`
+  (string [batch]); `classes` (string [batch, 10], the class names) and
+  `scores` (float32 [batch, 10]); its method is marked Classify after export.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from components.features import (
 )
 from components.model import build_model
 from pipeline.config import TrainingConfig
+from serving.export import mark_classify_method
 from serving.warmup import write_warmup
 
 TRAINING_CONFIG_KEY = "training"
 SERVING_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "predict_images"
+CLASSIFY_SIGNATURE = "classify"
 
 
 def training_config_from(custom_config: dict | None) -> TrainingConfig:
@@ -114,6 +119,12 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
         transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
         return {"probabilities": model(transformed[TRANSFORMED_IMAGE_KEY], training=False)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = serve_examples(serialized)["probabilities"]
+        classes = tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1])
+        return {"classes": classes, "scores": probabilities}
+
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_HEIGHT, IMAGE_WIDTH], tf.uint8, name="images")])
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
         raw = {IMAGE_KEY: tf.reshape(tf.cast(images, tf.int64), [-1, PIXELS])}
@@ -128,6 +139,7 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
     return {
         SERVING_SIGNATURE: serve_examples.get_concrete_function(),
         IMAGES_SIGNATURE: serve_images.get_concrete_function(),
+        CLASSIFY_SIGNATURE: classify_examples.get_concrete_function(),
     }
 
 
@@ -168,4 +180,5 @@ def run_fn(fn_args: FnArgs) -> None:
         save_format="tf",
         signatures=make_serving_signatures(model, tf_transform_output),
     )
+    mark_classify_method(fn_args.serving_model_dir, CLASSIFY_SIGNATURE)
     write_warmup(fn_args.serving_model_dir)

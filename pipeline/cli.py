@@ -123,6 +123,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(
         ServerConfig(
             model_base_path=args.model_base_path or workdir_serving,
+            model_config_file=args.model_config_file or "",
             host=args.host,
             port=args.port,
             poll_seconds=args.poll_seconds,
@@ -144,7 +145,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from serving.client import load_images
 
     images = load_images(args.input)[: args.max_images]
-    predictions, version = _client(args).predict_images(images, args.model, args.version)
+    predictions, version = _client(args).predict_images(images, args.model, args.version, args.label)
     for i, p in enumerate(predictions):
         print(f"{args.input}[{i}]: {p.class_name} ({p.probability:.1%})  [version {version}]")
     return 0
@@ -227,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's gRPC API")
     serve.add_argument("--workdir", help="serve <workdir>/serving (default: workdir)")
     serve.add_argument("--model-base-path", help="TF Serving base path: <base>/<model>/<version>/")
+    serve.add_argument(
+        "--model-config-file",
+        help="TF Serving models.config (text ModelServerConfig): models, version policies, labels; "
+        "replaces --model-base-path",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; loopback only)")
     serve.add_argument("--port", type=int, default=8500, help="(default: %(default)s, as TF Serving)")
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
@@ -239,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "input", help="image (.png/.jpg), .npy array [n, 28, 28], TFRecords of examples, or IDX images file"
     )
-    predict.add_argument("--version", type=int, help="ask for this version (default: the served one)")
+    choice = predict.add_mutually_exclusive_group()
+    choice.add_argument("--version", type=int, help="ask for this version (default: the newest served)")
+    choice.add_argument(
+        "--label", help="ask for the version with this label (from the server's models.config)"
+    )
     predict.add_argument("--max-images", type=int, default=1024, help="send at most this many images")
     _add_client_flags(predict)
     predict.set_defaults(handler=_cmd_predict)

@@ -5,7 +5,8 @@ decide where and how it executes. The order of work:
 
 ImportExampleGen -> StatisticsGen -> ExampleValidator (curated schema from
 ImportSchemaGen) -> AnomalyGate -> Transform -> Trainer -> baseline Resolver ->
-Evaluator (TFMA gate) -> Pusher (atomic, to the TF Serving directory).
+Evaluator (TFMA gate) and ServingCheck (the model answers gRPC requests) ->
+Pusher (atomic, to the TF Serving directory; only with both blessings).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from components.baseline import PreviousBlessedModelStrategy
 from components.dataset import TFRECORD_SUFFIX
 from components.features import LABEL_KEY
 from components.pusher import AtomicPusherExecutor
+from components.serving_check import ServingCheck
 from components.trainer import SERVING_SIGNATURE, TRAINING_CONFIG_KEY
 from pipeline.config import EvaluationConfig, PipelineConfig
 
@@ -43,6 +45,7 @@ def code_fingerprint() -> str:
         *root.glob("components/*.py"),
         root / "pipeline" / "config.py",
         root / "serving" / "warmup.py",
+        root / "serving" / "export.py",
     ]
     for path in sorted(module_code):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -137,9 +140,11 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         example_splits=["eval"],
         eval_config=make_eval_config(config.evaluation),
     )
+    serving_check = ServingCheck(model=trainer.outputs["model"], examples=example_gen.outputs["examples"])
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.model_serving_dir)
         ),
@@ -158,6 +163,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             trainer,
             baseline,
             evaluator,
+            serving_check,
             pusher,
         ],
         enable_cache=config.enable_cache,

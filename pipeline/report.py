@@ -185,6 +185,10 @@ def _add_model_facts(model: dict[str, Any], artifact: metadata_store_pb2.Artifac
         model["most_confused"] = most_confused_pairs(matrix)
     elif artifact.type == "ModelBlessing":
         model["blessed"] = _custom(artifact, "blessed") == 1
+    elif artifact.type == "InfraBlessing":
+        model["serving_check_passed"] = _custom(artifact, "blessed") == 1
+        if _custom(artifact, "problems"):
+            model["serving_check_problems"] = _custom(artifact, "problems")
     elif artifact.type == "PushedModel":
         model["pushed"] = _custom(artifact, "pushed") == 1
         model["pushed_path"] = _custom(artifact, "pushed_destination")
@@ -223,6 +227,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"blessed: {'yes' if model['blessed'] else 'no'}")
         for reason in model.get("not_blessed_because", []):
             lines.append(f"  {reason}")
+    if "serving_check_passed" in model:
+        passed = model["serving_check_passed"]
+        lines.append(f"serving check (gRPC): {'passed' if passed else 'FAILED'}")
+        if not passed:
+            lines.append(f"  {model.get('serving_check_problems', '')}")
     if model.get("pushed"):
         lines.append(f"pushed: version {model['pushed_version']} at {model['pushed_path']}")
     elif "pushed" in model:

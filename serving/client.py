@@ -2,7 +2,9 @@
 
 `ServingClient` is the Python API; `fmnist predict`, `fmnist status` and
 `fmnist metadata` are thin layers over it. Images are sent to the
-`predict_images` signature as uint8 [batch, 28, 28].
+`predict_images` signature as uint8 [batch, 28, 28]; serialized `tf.Example`s
+to `serving_default` (Predict) or to `classify` (Classify). A version is chosen
+by number or by label (labels come from the server's models.config).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -30,6 +33,8 @@ from components import idx
 from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
 
 IMAGES_SIGNATURE = "predict_images"
+EXAMPLES_SIGNATURE = "serving_default"
+CLASSIFY_SIGNATURE = "classify"
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -70,14 +75,15 @@ class ServingClient:
         raise AssertionError("unreachable")
 
     def predict_images(
-        self, images: np.ndarray, model: str = "fashion_mnist", version: int | None = None
+        self,
+        images: np.ndarray,
+        model: str = "fashion_mnist",
+        version: int | None = None,
+        label: str | None = None,
     ) -> tuple[list[Prediction], int]:
         """Classify uint8 images [n, 28, 28]; return one Prediction each and the version that answered."""
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = IMAGES_SIGNATURE
-        if version is not None:
-            request.model_spec.version.value = version
+        _fill_spec(request.model_spec, model, IMAGES_SIGNATURE, version, label)
         request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.asarray(images, dtype=np.uint8)))
         response = self._call(self._predictions.Predict, request)
         probabilities = tf.make_ndarray(response.outputs["probabilities"])
@@ -88,6 +94,31 @@ class ServingClient:
             for n, i, p in zip(names, ids, probabilities, strict=True)
         ]
         return predictions, response.model_spec.version.value
+
+    def predict_examples(
+        self, serialized: list[bytes], model: str = "fashion_mnist", version: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """Probabilities [n, 10] for serialized `tf.Example`s (`serving_default`), and the version."""
+        request = predict_pb2.PredictRequest()
+        _fill_spec(request.model_spec, model, EXAMPLES_SIGNATURE, version, None)
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
+        response = self._call(self._predictions.Predict, request)
+        return tf.make_ndarray(response.outputs["probabilities"]), response.model_spec.version.value
+
+    def classify(
+        self,
+        examples: list[tf.train.Example],
+        model: str = "fashion_mnist",
+        version: int | None = None,
+        label: str | None = None,
+    ) -> tuple[list[dict[str, float]], int]:
+        """TF Serving's Classify: per example a {class name: score} map, and the version."""
+        request = classification_pb2.ClassificationRequest()
+        _fill_spec(request.model_spec, model, CLASSIFY_SIGNATURE, version, label)
+        request.input.example_list.examples.extend(examples)
+        response = self._call(self._predictions.Classify, request)
+        scores = [{c.label: c.score for c in result.classes} for result in response.result.classifications]
+        return scores, response.model_spec.version.value
 
     def status(self, model: str = "fashion_mnist") -> get_model_status_pb2.GetModelStatusResponse:
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -101,6 +132,17 @@ class ServingClient:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
         return signature_map
+
+
+def _fill_spec(spec, model: str, signature: str, version: int | None, label: str | None) -> None:
+    if version is not None and label:
+        raise ValueError("ask for a version or a version label, not both")
+    spec.name = model
+    spec.signature_name = signature
+    if version is not None:
+        spec.version.value = version
+    elif label:
+        spec.version_label = label
 
 
 def _tfrecord_images(file: Path) -> np.ndarray:

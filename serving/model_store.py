@@ -1,11 +1,14 @@
 """Which model versions are loaded, and hot reloading of new ones, TF Serving style.
 
-The base path has TF Serving's layout: `<base>/<model name>/<numeric version>/`
-holding a SavedModel. Version policy is "latest": the highest version that
-loaded successfully serves. A poll (every `poll_seconds`) loads new versions in
-the background while the current one keeps serving; a version is served only
-once completely loaded; one that fails to load is reported with its error in
-the status and does not replace the serving one; removed versions are unloaded.
+Models come from a base path with TF Serving's layout (`<base>/<model
+name>/<numeric version>/` holding a SavedModel; every model there, version
+policy "latest") or from a `models.config` in TF Serving's text format
+(`ModelServerConfig`: per model a base path, a version policy `latest`, `all` or
+`specific`, and version labels). A poll (every `poll_seconds`) loads new
+versions in the background while the current ones keep serving; a version is
+served only once completely loaded and warmed up; one that fails to load is
+reported with its error in the status and does not replace a serving one;
+versions the policy no longer wants, or that vanished from disk, are unloaded.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 from typing import Any
 
@@ -23,10 +25,11 @@ import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving.export import CLASSIFY_METHOD
+from serving.model_config import MODEL_NAME_PATTERN, ModelSource
 from serving.warmup import read_warmup
 
 log = logging.getLogger(__name__)
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -84,6 +87,20 @@ class LoadedVersion:
         signature = self.signature(signature_name)
         return signature(**check_inputs(signature, inputs, max_batch))
 
+    def classify(self, signature_name: str, serialized_examples: list[bytes], max_batch: int):
+        """Run a classification signature (TF Serving's `Classify`): `classes` and `scores` [n, k]."""
+        signature_def = self.signature_defs.get(signature_name)
+        if signature_def is not None and signature_def.method_name != CLASSIFY_METHOD:
+            raise InvalidRequestError(
+                f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                f"Was: {signature_def.method_name} (signature '{signature_name}')"
+            )
+        if not serialized_examples:
+            raise InvalidRequestError("Classify input holds no examples")
+        inputs = {"inputs": tf.make_tensor_proto(serialized_examples, dtype=tf.string)}
+        outputs = self.run(signature_name, inputs, max_batch)
+        return outputs["classes"].numpy(), outputs["scores"].numpy()
+
     def signature(self, signature_name: str):
         try:
             return self.model.signatures[signature_name]
@@ -125,78 +142,132 @@ def _fingerprint(path: str) -> tuple:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-class ModelStore:
-    """All models under a base path, their loaded versions and their states."""
+def versions_on_disk(model_base_path: str) -> dict[int, str]:
+    """Complete-looking versions: all-digit directories holding a `saved_model.pb`.
 
-    def __init__(self, base_path: str, poll_seconds: float = 2.0):
-        self.base_path = os.path.abspath(base_path)
+    Staging directories (the Pusher's `.tmp-*`) and half-copied versions
+    without `saved_model.pb` are not versions.
+    """
+    if not os.path.isdir(model_base_path):
+        return {}
+    return {
+        int(v): os.path.join(model_base_path, v)
+        for v in os.listdir(model_base_path)
+        if v.isdigit() and os.path.isfile(os.path.join(model_base_path, v, "saved_model.pb"))
+    }
+
+
+class ModelStore:
+    """All configured models, their loaded versions and their states.
+
+    With `base_path`, every directory under it is a model with the "latest"
+    policy; with `sources` (from `read_model_config`), exactly those models.
+    """
+
+    def __init__(
+        self,
+        base_path: str | None = None,
+        poll_seconds: float = 2.0,
+        sources: list[ModelSource] | None = None,
+    ):
+        if (base_path is None) == (sources is None):
+            raise ValueError("give either a model base path or model sources from a models.config")
+        self.base_path = os.path.abspath(base_path) if base_path is not None else None
         self.poll_seconds = poll_seconds
+        self._configured = {s.name: s for s in sources} if sources is not None else None
         self._lock = threading.Lock()
-        self._serving: dict[str, LoadedVersion] = {}
+        self._loaded: dict[str, dict[int, LoadedVersion]] = {}
         self._states: dict[str, dict[int, VersionState]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # --- discovery and loading -------------------------------------------------------
-    def model_names(self) -> list[str]:
-        if not os.path.isdir(self.base_path):
-            return []
-        return sorted(
-            n
-            for n in os.listdir(self.base_path)
-            if MODEL_NAME_PATTERN.match(n) and os.path.isdir(os.path.join(self.base_path, n))
-        )
+    @property
+    def where(self) -> str:
+        """Where the models come from, for messages."""
+        return self.base_path or "the model config"
 
-    def _versions_on_disk(self, name: str) -> dict[int, str]:
-        directory = os.path.join(self.base_path, name)
+    # --- discovery and loading -------------------------------------------------------
+    def sources(self) -> dict[str, ModelSource]:
+        if self._configured is not None:
+            return self._configured
+        if not os.path.isdir(self.base_path):
+            return {}
         return {
-            int(v): os.path.join(directory, v)
-            for v in os.listdir(directory)
-            if v.isdigit() and os.path.isfile(os.path.join(directory, v, "saved_model.pb"))
+            name: ModelSource(name, os.path.join(self.base_path, name))
+            for name in sorted(os.listdir(self.base_path))
+            if MODEL_NAME_PATTERN.match(name) and os.path.isdir(os.path.join(self.base_path, name))
         }
 
-    def poll_once(self) -> None:
-        """Load the newest version of each model if it is new; unload what disappeared."""
-        for name in self.model_names():
-            on_disk = self._versions_on_disk(name)
-            states = self._states.setdefault(name, {})
-            for version in [v for v in states if v not in on_disk]:
-                self._forget(name, version)
-            if on_disk:
-                self._maybe_load(name, max(on_disk), on_disk[max(on_disk)])
+    def model_names(self) -> list[str]:
+        return sorted(self.sources())
 
-    def _maybe_load(self, name: str, version: int, path: str) -> None:
-        states = self._states[name]
-        current = self._serving.get(name)
-        if current is not None and current.version >= version:
-            return
-        fingerprint = _fingerprint(path)
-        known = states.get(version)
-        if known is not None and known.state == "END" and known.fingerprint == fingerprint:
-            return  # failed before and unchanged since
+    def poll_once(self) -> None:
+        """Bring every model's loaded versions in line with its policy and what is on disk."""
+        sources = self.sources()
+        for name in [n for n in self._states if n not in sources]:
+            for version in list(self._states[name]):
+                self._forget(name, version)
+        for source in sources.values():
+            self._sync(source)
+
+    def _sync(self, source: ModelSource) -> None:
+        name = source.name
+        on_disk = versions_on_disk(source.base_path)
         with self._lock:
-            states[version] = VersionState("LOADING", fingerprint=fingerprint)
+            self._states.setdefault(name, {})
+            self._loaded.setdefault(name, {})
+        for version in [v for v in self._states[name] if v not in on_disk]:
+            self._forget(name, version)
+        for version in sorted(
+            source.wanted(self._loadable(name, on_disk)) - set(self._loaded[name]), reverse=True
+        ):
+            self._load(name, version, on_disk[version])
+        # Recomputed after loading: a version that just failed leaves the older ones serving.
+        for version in set(self._loaded[name]) - source.wanted(self._loadable(name, on_disk)):
+            self._unload(name, version)
+
+    def _loadable(self, name: str, on_disk: dict[int, str]) -> list[int]:
+        """Versions on disk except those that failed to load and are unchanged since."""
+        states = self._states[name]
+
+        def failed(version: int) -> bool:
+            known = states.get(version)
+            return (
+                known is not None
+                and bool(known.error)
+                and known.fingerprint == _fingerprint(on_disk[version])
+            )
+
+        return [v for v in on_disk if not failed(v)]
+
+    def _load(self, name: str, version: int, path: str) -> None:
+        fingerprint = _fingerprint(path)
+        with self._lock:
+            self._states[name][version] = VersionState("LOADING", fingerprint=fingerprint)
         try:
             loaded = load_version(name, version, path)
         except Exception as err:
             log.error("model %s version %s failed to load: %s", name, version, err)
             with self._lock:
-                states[version] = VersionState("END", f"{type(err).__name__}: {err}"[:2000], fingerprint)
+                self._states[name][version] = VersionState(
+                    "END", f"{type(err).__name__}: {err}"[:2000], fingerprint
+                )
             return
         with self._lock:
-            previous = self._serving.get(name)
-            self._serving[name] = loaded
-            states[version] = VersionState("AVAILABLE", fingerprint=fingerprint)
-            if previous is not None:
-                states[previous.version] = VersionState("END")
+            self._loaded[name][version] = loaded
+            self._states[name][version] = VersionState("AVAILABLE", fingerprint=fingerprint)
         log.info("model %s version %s is AVAILABLE", name, version)
+
+    def _unload(self, name: str, version: int) -> None:
+        with self._lock:
+            self._loaded[name].pop(version, None)
+            self._states[name][version] = VersionState("END")
+        log.info("model %s version %s unloaded (version policy)", name, version)
 
     def _forget(self, name: str, version: int) -> None:
         with self._lock:
             self._states[name].pop(version, None)
-            current = self._serving.get(name)
-            if current is not None and current.version == version:
-                del self._serving[name]
+            if self._loaded.get(name, {}).pop(version, None) is not None:
                 log.info("model %s version %s removed from disk: unloaded", name, version)
 
     def start(self) -> None:
@@ -210,7 +281,7 @@ class ModelStore:
             try:
                 self.poll_once()
             except OSError as err:  # a directory vanishing mid-scan; the next poll sees a settled state
-                log.warning("polling %s: %s", self.base_path, err)
+                log.warning("polling %s: %s", self.where, err)
 
     def stop(self) -> None:
         self._stop.set()
@@ -218,23 +289,38 @@ class ModelStore:
             self._thread.join(timeout=10)
 
     # --- lookups for the RPCs ----------------------------------------------------------
-    def resolve(self, name: str, version: int | None = None) -> LoadedVersion:
-        """The loaded version to answer with; `ModelNotFoundError` names what is missing."""
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        """The loaded version to answer with: the given one, the labelled one, or the newest.
+
+        Errors as TF Serving's: an unknown model or version is `ModelNotFoundError`
+        (NOT_FOUND), an unknown label `InvalidRequestError` (INVALID_ARGUMENT).
+        """
         with self._lock:
-            loaded = self._serving.get(name)
-        if loaded is None:
-            raise ModelNotFoundError(f"model '{name}' is not being served (serving: {sorted(self._serving)})")
-        if version is not None and version != loaded.version:
+            versions = dict(self._loaded.get(name, {}))
+            serving = sorted(n for n, v in self._loaded.items() if v)
+        if not versions:
+            raise ModelNotFoundError(f"model '{name}' is not being served (serving: {serving})")
+        if label:
+            source = self.sources().get(name)
+            labels = source.labels if source is not None else {}
+            if label not in labels:
+                raise InvalidRequestError(
+                    f"Unrecognized servable version label: {label} (model '{name}' has {sorted(labels)})"
+                )
+            version = labels[label]
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
             raise ModelNotFoundError(
-                f"model '{name}' version {version} is not available (serving version {loaded.version})"
+                f"model '{name}' version {version} is not available (available: {sorted(versions)})"
             )
-        return loaded
+        return versions[version]
 
     def status(self, name: str, version: int | None = None) -> dict[int, VersionState]:
         with self._lock:
             states = dict(self._states.get(name, {}))
         if not states:
-            raise ModelNotFoundError(f"model '{name}' is unknown under {self.base_path}")
+            raise ModelNotFoundError(f"model '{name}' is unknown under {self.where}")
         if version is not None:
             if version not in states:
                 raise ModelNotFoundError(f"model '{name}' has no version {version}")

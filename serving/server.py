@@ -4,16 +4,19 @@ It implements TF Serving's own protocol (the `tensorflow-serving-api` protos),
 so any TF Serving client works unchanged against it, and this project's client
 works unchanged against real TF Serving:
 
-- PredictionService.Predict: `model_spec` (name, optional version, signature
-  name; default `serving_default`), `inputs` by the signature's input names,
-  optional `output_filter`. Answers with the outputs and the model_spec
-  (including the version that produced them).
+- PredictionService.Predict: `model_spec` (name; optional version or version
+  label; signature name, default `serving_default`), `inputs` by the
+  signature's input names, optional `output_filter`. Answers with the outputs
+  and the model_spec (including the version that produced them).
+- PredictionService.Classify: `tf.Example`s (`example_list`, or
+  `example_list_with_context`) through a signature whose method is
+  `tensorflow/serving/classify` (the model's `classify`); class names and scores.
 - PredictionService.GetModelMetadata: the `signature_def` map.
 - ModelService.GetModelStatus: every known version with TF Serving's states.
 
 Errors as TF Serving gives them: unknown model, version or signature ->
-NOT_FOUND; missing input, wrong dtype or shape, too many examples ->
-INVALID_ARGUMENT. A bad request never takes the server down.
+NOT_FOUND; unknown version label, missing input, wrong dtype or shape, too many
+examples -> INVALID_ARGUMENT. A bad request never takes the server down.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import grpc
 import tensorflow as tf
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -39,6 +43,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from serving.model_config import read_model_config
 from serving.model_store import (
     DEFAULT_SIGNATURE,
     InvalidRequestError,
@@ -57,6 +62,7 @@ class ServerConfig:
     """How the server listens and what it accepts."""
 
     model_base_path: str = "workdir/serving"
+    model_config_file: str = ""  # a TF Serving models.config; replaces model_base_path when set
     host: str = "127.0.0.1"  # loopback unless asked otherwise
     port: int = 8500  # TF Serving's gRPC port
     poll_seconds: float = 2.0
@@ -71,6 +77,28 @@ def _spec_version(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
+def _spec_label(model_spec) -> str | None:
+    return model_spec.version_label if model_spec.HasField("version_label") else None
+
+
+def examples_of(model_input) -> list[bytes]:
+    """Serialized examples of a `tensorflow.serving.Input`; context features go into each example."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in model_input.example_list.examples]
+    if kind == "example_list_with_context":
+        with_context = model_input.example_list_with_context
+        merged = []
+        for example in with_context.examples:
+            combined = tf.train.Example()
+            combined.CopyFrom(with_context.context)
+            for key, feature in example.features.feature.items():  # the example's own value wins
+                combined.features.feature[key].CopyFrom(feature)
+            merged.append(combined.SerializeToString())
+        return merged
+    return []
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, store: ModelStore, config: ServerConfig, request_logger: RequestLogger | None = None):
         self.store = store
@@ -79,9 +107,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _resolve(self, model_spec, context) -> LoadedVersion:
         try:
-            return self.store.resolve(model_spec.name, _spec_version(model_spec))
+            return self.store.resolve(model_spec.name, _spec_version(model_spec), _spec_label(model_spec))
         except ModelNotFoundError as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except InvalidRequestError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+    @staticmethod
+    def _fill_spec(response_spec, loaded: LoadedVersion, signature_name: str) -> None:
+        response_spec.name = loaded.name
+        response_spec.version.value = loaded.version
+        response_spec.signature_name = signature_name
 
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         loaded = self._resolve(request.model_spec, context)
@@ -98,13 +134,32 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if unknown:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = loaded.name
-        response.model_spec.version.value = loaded.version
-        response.model_spec.signature_name = signature_name
+        self._fill_spec(response.model_spec, loaded, signature_name)
         for key in request.output_filter or outputs:
             response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key].numpy()))
         if self.request_logger is not None:
             self.request_logger.log_predict(request, response)
+        return response
+
+    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+        loaded = self._resolve(request.model_spec, context)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        try:
+            classes, scores = loaded.classify(
+                signature_name, examples_of(request.input), self.config.max_batch
+            )
+        except ModelNotFoundError as err:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except InvalidRequestError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except tf.errors.InvalidArgumentError as err:  # e.g. an example without the image feature
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        response = classification_pb2.ClassificationResponse()
+        self._fill_spec(response.model_spec, loaded, signature_name)
+        for example_classes, example_scores in zip(classes, scores, strict=True):
+            classification = response.result.classifications.add()
+            for label, score in zip(example_classes, example_scores, strict=True):
+                classification.classes.add(label=label.decode(), score=float(score))
         return response
 
     def GetModelMetadata(self, request, context):
@@ -129,10 +184,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.store = store
 
     def GetModelStatus(self, request, context):
+        spec = request.model_spec
         try:
-            states = self.store.status(request.model_spec.name, _spec_version(request.model_spec))
+            version = _spec_version(spec)
+            if _spec_label(spec):
+                version = self.store.resolve(spec.name, label=_spec_label(spec)).version
+            states = self.store.status(spec.name, version)
         except ModelNotFoundError as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except InvalidRequestError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         response = get_model_status_pb2.GetModelStatusResponse()
         for version, state in sorted(states.items()):
             status = response.model_version_status.add(
@@ -165,13 +226,22 @@ def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, 
     return server, port
 
 
+def make_store(config: ServerConfig) -> ModelStore:
+    """The model store for `config`: from its models.config if it names one, else its base path."""
+    if config.model_config_file:
+        return ModelStore(
+            sources=read_model_config(config.model_config_file), poll_seconds=config.poll_seconds
+        )
+    return ModelStore(config.model_base_path, config.poll_seconds)
+
+
 def serve(config: ServerConfig) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get up to 10 s to finish."""
-    store = ModelStore(config.model_base_path, config.poll_seconds)
+    store = make_store(config)
     store.start()
     server, port = build_server(store, config)
     server.start()
-    print(f"serving {store.model_names() or 'no models yet'} from {store.base_path} on {config.host}:{port}")
+    print(f"serving {store.model_names() or 'no models yet'} from {store.where} on {config.host}:{port}")
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 EXECUTED_NODES = [
     "ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomalyGate",
-    "Transform", "Trainer", "previous_blessed_model", "Evaluator", "Pusher",
+    "Transform", "Trainer", "previous_blessed_model", "Evaluator", "ServingCheck", "Pusher",
 ]  # fmt: skip
 
 
@@ -37,6 +37,7 @@ def test_first_run_executes_every_component_and_pushes_a_version(pipeline_runs: 
     assert all(state == "COMPLETE" for state in states(report).values()), states(report)
     model = report["model"]
     assert model["blessed"] is True and model["pushed"] is True
+    assert model["serving_check_passed"] is True
     assert model["examples"] == 300  # notes.txt and backup.tfrecord beside the data were not read
     assert 0.0 <= model["accuracy"] <= 1.0 and set(model["per_class"]) == set(CLASS_NAMES)
     pushed = Path(model["pushed_path"])

@@ -4,6 +4,7 @@ Requests go through real sockets with the official `tensorflow-serving-api`
 stubs (as any TF Serving client would send them) and through `ServingClient`.
 """
 
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -23,9 +25,10 @@ from tensorflow_serving.apis import (
 from components.features import CLASS_NAMES
 from serving.client import ServingClient, ServingError, load_images
 from serving.model_store import ModelStore
-from serving.server import ServerConfig, build_server
+from serving.server import ServerConfig, build_server, make_store
 
 MODEL = "fashion_mnist"
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 pytestmark = pytest.mark.e2e  # the tests serve the model a pipeline run on a slice pushed
 
 
@@ -100,8 +103,62 @@ def test_status_and_metadata(served):
     status = served["client"].status(MODEL).model_version_status
     assert [(s.version, s.state) for s in status] == [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
     signatures = served["client"].metadata(MODEL).signature_def
-    assert set(signatures) == {"serving_default", "predict_images"}
+    assert set(signatures) == {"serving_default", "predict_images", "classify"}
     assert set(signatures["predict_images"].outputs) == {"probabilities", "class_ids", "class_names"}
+    assert signatures["classify"].method_name == "tensorflow/serving/classify"
+    assert set(signatures["classify"].inputs) == {"inputs"}
+    assert set(signatures["classify"].outputs) == {"classes", "scores"}
+
+
+def test_classify_returns_every_class_name_with_its_score(served, test_images):
+    _, serialized = test_images
+    examples = [tf.train.Example.FromString(s) for s in serialized]
+    scores, version = served["client"].classify(examples)
+    probabilities, _ = served["client"].predict_examples(serialized)
+    assert version == 1 and len(scores) == len(examples)
+    for per_class, expected in zip(scores, probabilities, strict=True):
+        assert list(per_class) == list(CLASS_NAMES)
+        np.testing.assert_allclose([per_class[n] for n in CLASS_NAMES], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classify_merges_context_features_into_each_example(served, test_images):
+    _, serialized = test_images
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = "classify"
+    with_context = request.input.example_list_with_context
+    with_context.context.CopyFrom(tf.train.Example.FromString(serialized[0]))  # holds image (and label)
+    with_context.examples.add()  # no features of its own: the context's image is used
+    with_context.examples.append(tf.train.Example.FromString(serialized[1]))
+    response = served["predict"].Classify(request, timeout=30)
+    probabilities, _ = served["client"].predict_examples(serialized[:2])
+    got = [[c.score for c in r.classes] for r in response.result.classifications]
+    np.testing.assert_allclose(got, probabilities, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("signature", "examples", "message"),
+    [
+        (
+            "predict_images",
+            1,
+            "Expected classification signature method_name to be tensorflow/serving/classify",
+        ),
+        ("classify", 0, "Classify input holds no examples"),
+    ],
+)
+def test_classify_refuses_predict_signatures_and_empty_input(
+    served, test_images, signature, examples, message
+):
+    _, serialized = test_images
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = signature
+    request.input.example_list.examples.extend(tf.train.Example.FromString(s) for s in serialized[:examples])
+    with pytest.raises(grpc.RpcError) as failure:
+        served["predict"].Classify(request, timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in failure.value.details()
 
 
 def _bad(images, **changes):
@@ -123,6 +180,12 @@ def _bad(images, **changes):
     [
         ("unknown model", grpc.StatusCode.NOT_FOUND, "model 'shoes' is not being served"),
         ("unknown version", grpc.StatusCode.NOT_FOUND, "version 99 is not available"),
+        ("unknown label", grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: stable"),
+        (
+            "path as model name",
+            grpc.StatusCode.NOT_FOUND,
+            "model '../models/fashion_mnist' is not being served",
+        ),
         ("unknown signature", grpc.StatusCode.NOT_FOUND, "has no signature 'nope'"),
         ("float pixels", grpc.StatusCode.INVALID_ARGUMENT, "input 'images' must be uint8, got float32"),
         ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "must have shape (None, 28, 28), got [2, 784]"),
@@ -139,6 +202,8 @@ def test_bad_requests_get_tf_serving_status_codes_and_the_server_keeps_serving(
     requests = {
         "unknown model": _bad(images, name="shoes"),
         "unknown version": _bad(images, version=99),
+        "unknown label": _bad(images, version_label="stable"),
+        "path as model name": _bad(images, name="../models/fashion_mnist"),
         "unknown signature": _bad(images, signature_name="nope"),
         "float pixels": _bad(images, inputs={"images": tf.make_tensor_proto(images.astype(np.float32))}),
         "wrong rank": _bad(images, inputs={"images": tf.make_tensor_proto(images[:2].reshape(2, 784))}),
@@ -165,10 +230,13 @@ def test_hot_reload_under_concurrent_traffic_loses_no_request(served, test_image
     images, _ = test_images
     base, store = served["base"], served["store"]
     versions, errors = [], []
+    reloaded = threading.Event()
 
-    def traffic():
+    def traffic():  # 125 requests per client at least, and on until 5 went out after the reload
         client = ServingClient(f"127.0.0.1:{served['port']}", timeout=30)
-        for _ in range(25):
+        sent = after_reload = 0
+        while sent < 125 or after_reload < 5:
+            sent, after_reload = sent + 1, after_reload + reloaded.is_set()
             try:
                 versions.append(client.predict_images(images[:2])[1])
             except ServingError as err:
@@ -179,9 +247,11 @@ def test_hot_reload_under_concurrent_traffic_loses_no_request(served, test_image
         t.start()
     shutil.copytree(base / MODEL / "1", base / MODEL / "2")
     store.poll_once()  # loads version 2 while the traffic runs
+    reloaded.set()
     for t in threads:
         t.join()
-    assert errors == [] and len(versions) == 200 and set(versions) <= {1, 2}
+    # Every one of the >= 1,000 requests answered, and named the version that produced it.
+    assert errors == [] and len(versions) >= 1000 and set(versions) == {1, 2}
     assert served["client"].predict_images(images[:1])[1] == 2
     states = {s.version: s.state for s in served["client"].status(MODEL).model_version_status}
     assert states == {
@@ -368,3 +438,125 @@ def test_fmnist_serve_answers_then_stops_cleanly_on_sigterm(pipeline_runs: dict,
         assert f"on 127.0.0.1:{port}" in server.stdout.read()
     finally:
         server.kill()
+
+
+def _write_config(path: Path, base: Path, policy: str, labels: dict[str, int]) -> Path:
+    label_text = "".join(f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in labels.items())
+    path.write_text(
+        "model_config_list {\n  config {\n"
+        f'    name: "{MODEL}"\n    base_path: "{base / MODEL}"\n    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ {policy} }}\n{label_text}  }}\n}}\n"
+    )
+    return path
+
+
+def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, tmp_path: Path, test_images):
+    images, _ = test_images
+    base = tmp_path / "models"
+    for version in (1, 2, 3):
+        shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / str(version))
+    config = _write_config(
+        tmp_path / "models.config", base, "specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 3}
+    )
+    store = make_store(ServerConfig(model_config_file=str(config), poll_seconds=3600))
+    store.poll_once()
+    server, port = build_server(store, ServerConfig(port=0))
+    server.start()
+    client = ServingClient(f"127.0.0.1:{port}", timeout=30)
+    try:
+        states = {s.version: s.state for s in client.status(MODEL).model_version_status}
+        assert states == {1: AVAILABLE, 3: AVAILABLE}  # version 2 is not in the policy
+        assert client.predict_images(images[:1])[1] == 3  # no version asked: the newest served
+        assert client.predict_images(images[:1], label="stable")[1] == 1
+        assert client.predict_images(images[:1], label="canary")[1] == 3
+        assert client.predict_images(images[:1], version=1)[1] == 1
+        with pytest.raises(ServingError, match="NOT_FOUND: .*version 2 is not available"):
+            client.predict_images(images[:1], version=2)
+        with pytest.raises(ServingError, match="INVALID_ARGUMENT: Unrecognized servable version label: beta"):
+            client.predict_images(images[:1], label="beta")
+    finally:
+        client.close()
+        server.stop(grace=None)
+
+
+def test_models_config_latest_policy_keeps_the_newest_n(pipeline_runs: dict, tmp_path: Path):
+    base = tmp_path / "models"
+    for version in (4, 5, 6):
+        shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / str(version))
+    config = _write_config(tmp_path / "models.config", base, "latest { num_versions: 2 }", {})
+    store = make_store(ServerConfig(model_config_file=str(config), poll_seconds=3600))
+    store.poll_once()
+    assert {v: s.state for v, s in store.status(MODEL).items()} == {5: "AVAILABLE", 6: "AVAILABLE"}
+    assert store.resolve(MODEL).version == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model_config_list { config { name: 'x' base_path: '/m' } ", "not a TF Serving ModelServerConfig"),
+        ("model_config_list { }", "model_config_list lists no models"),
+        ("model_config_list { config { name: '../up' base_path: '/m' } }", "model '../up': name must match"),
+        ("model_config_list { config { name: 'm' } }", "model 'm': base_path is empty"),
+        (
+            "model_config_list { config { name: 'm' base_path: '/m' "
+            "version_labels { key: '../x' value: 1 } } }",
+            "version label '../x' must match",
+        ),
+        (
+            "model_config_list { config { name: 'm' base_path: '/m' model_platform: 'pytorch' } }",
+            "model_platform must be 'tensorflow'",
+        ),
+        (
+            "model_config_list { config { name: 'm' base_path: '/a' } config { name: 'm' base_path: '/b' } }",
+            "models configured twice: ['m']",
+        ),
+    ],
+)
+def test_bad_models_config_is_refused_with_the_file_and_model_named(tmp_path: Path, text: str, message: str):
+    from serving.model_config import read_model_config
+
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as failure:
+        read_model_config(str(path))
+    assert str(path) in str(failure.value)
+
+
+def test_fmnist_serve_with_a_bad_config_exits_2_naming_the_file(tmp_path: Path, capsys):
+    from pipeline.cli import main
+
+    missing = tmp_path / "nowhere.config"
+    assert main(["serve", "--model-config-file", str(missing), "--port", "0"]) == 2
+    assert f"{missing}: cannot read the model config" in capsys.readouterr().err
+
+
+def test_serving_check_passes_a_good_model_and_names_what_breaks_a_bad_one(
+    pipeline_runs: dict, tmp_path: Path, test_images
+):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from components.serving_check import check_model_serves
+    from serving.export import CLASSIFY_METHOD
+
+    _, serialized = test_images
+    pushed = Path(pipeline_runs["first"]["model"]["pushed_path"])
+    assert check_model_serves(str(pushed), serialized) == []
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(pushed, corrupt)
+    (corrupt / "saved_model.pb").write_bytes(b"not a SavedModel")
+    assert check_model_serves(str(corrupt), serialized)[0].startswith("the model does not load:")
+
+    no_classify = tmp_path / "no_classify"  # loads and predicts, but Classify would fail in TF Serving
+    shutil.copytree(pushed, no_classify)
+    saved_model = saved_model_pb2.SavedModel.FromString((no_classify / "saved_model.pb").read_bytes())
+    signature = saved_model.meta_graphs[0].signature_def["classify"]
+    assert signature.method_name == CLASSIFY_METHOD
+    signature.method_name = "tensorflow/serving/predict"
+    (no_classify / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    problems = check_model_serves(str(no_classify), serialized)
+    assert len(problems) == 1 and "INVALID_ARGUMENT: Expected classification signature" in problems[0]
+
+    assert check_model_serves(str(tmp_path / "empty"), serialized) == [
+        f"the model does not load: no saved_model.pb in {tmp_path / 'empty'}"
+    ]
