@@ -4,7 +4,6 @@ Requests go through real sockets with the official `tensorflow-serving-api`
 stubs (as any TF Serving client would send them) and through `ServingClient`.
 """
 
-import re
 import shutil
 import threading
 from pathlib import Path
@@ -488,38 +487,6 @@ def test_models_config_latest_policy_keeps_the_newest_n(pipeline_runs: dict, tmp
     store.poll_once()
     assert {v: s.state for v, s in store.status(MODEL).items()} == {5: "AVAILABLE", 6: "AVAILABLE"}
     assert store.resolve(MODEL).version == 6
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("model_config_list { config { name: 'x' base_path: '/m' } ", "not a TF Serving ModelServerConfig"),
-        ("model_config_list { }", "model_config_list lists no models"),
-        ("model_config_list { config { name: '../up' base_path: '/m' } }", "model '../up': name must match"),
-        ("model_config_list { config { name: 'm' } }", "model 'm': base_path is empty"),
-        (
-            "model_config_list { config { name: 'm' base_path: '/m' "
-            "version_labels { key: '../x' value: 1 } } }",
-            "version label '../x' must match",
-        ),
-        (
-            "model_config_list { config { name: 'm' base_path: '/m' model_platform: 'pytorch' } }",
-            "model_platform must be 'tensorflow'",
-        ),
-        (
-            "model_config_list { config { name: 'm' base_path: '/a' } config { name: 'm' base_path: '/b' } }",
-            "models configured twice: ['m']",
-        ),
-    ],
-)
-def test_bad_models_config_is_refused_with_the_file_and_model_named(tmp_path: Path, text: str, message: str):
-    from serving.model_config import read_model_config
-
-    path = tmp_path / "models.config"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=re.escape(message)) as failure:
-        read_model_config(str(path))
-    assert str(path) in str(failure.value)
 
 
 def test_fmnist_serve_with_a_bad_config_exits_2_naming_the_file(tmp_path: Path, capsys):
