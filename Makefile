@@ -3,7 +3,7 @@ VENV ?= .venv
 WORKDIR ?= workdir
 BIN := $(VENV)/bin
 
-.PHONY: setup run data pipeline test test-fast lint format bench clean
+.PHONY: setup run data pipeline test test-fast lint format bench bench-serving bench-drift clean
 
 setup:
 	@scripts/setup.sh
@@ -37,6 +37,13 @@ format: setup
 BENCH_RUNS ?= 3
 bench: setup data
 	$(BIN)/python benchmarks/pipeline_benchmark.py --workdir $(WORKDIR)/bench --data-dir $(WORKDIR)/data --runs $(BENCH_RUNS)
+
+## Serving and drift benchmarks against the model `make run` pushed (run that first).
+bench-serving: setup
+	$(BIN)/python benchmarks/serving_benchmark.py --model-dir $$(ls -d $(WORKDIR)/serving/fashion_mnist/[0-9]* | sort -n | tail -1)
+
+bench-drift: setup
+	$(BIN)/python benchmarks/drift_benchmark.py --workdir $(WORKDIR)
 
 clean:
 	rm -rf $(WORKDIR)

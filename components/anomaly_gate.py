@@ -54,6 +54,8 @@ def describe_anomalies(
         if schema is not None:
             line += f"; the schema expects {schema_constraint(schema, name)}"
         lines.append(line)
+    if anomalies.data_missing:  # TFDV's verdict on a split without a single example
+        lines.append(f"split '{split}', data set: no examples (TFDV reports the data missing)")
     if anomalies.HasField("dataset_anomaly_info"):
         info = anomalies.dataset_anomaly_info
         lines.append(f"split '{split}', data set: {info.short_description} ({info.description})")

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from components import idx
-from components.features import IMAGE_KEY, LABEL_KEY
+from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, LABEL_KEY, MAX_PIXEL, PIXELS
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -175,6 +175,33 @@ def write_tfrecords(images: np.ndarray, labels: np.ndarray, out_dir: Path, shard
     finally:
         for writer in writers:
             writer.close()
+
+
+def read_example_images(files: list[Path]) -> np.ndarray:
+    """The `image` of every example in TFRecord files of the project's examples (GZIP if named .gz).
+
+    The inverse of `write_tfrecords`, for any TFRecords with the same `image` feature
+    (ExampleGen's output included); errors name the file.
+    """
+    import tensorflow as tf
+
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
+    parts = []
+    for file in files:
+        compression = "GZIP" if file.suffix.lower() == ".gz" else ""
+        try:
+            for batch in tf.data.TFRecordDataset(str(file), compression).batch(4096):
+                parts.append(tf.io.parse_example(batch, spec)[IMAGE_KEY].numpy())
+        except tf.errors.OpError as err:
+            raise ValueError(
+                f"{file}: not TFRecords of examples with a 784-pixel 'image': {err.message}"
+            ) from err
+    if not parts:
+        raise ValueError(f"{', '.join(map(str, files)) or 'no files'}: hold no examples")
+    pixels = np.concatenate(parts)
+    if pixels.min() < 0 or pixels.max() > MAX_PIXEL:
+        raise ValueError(f"{files[0].parent}: pixel values outside 0..255")
+    return pixels.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from pipeline.config import EvaluationConfig, PipelineConfig, TrainingConfig
+from pipeline.config import DriftConfig, EvaluationConfig, PipelineConfig, TrainingConfig
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
+EXIT_DRIFT = 3  # `fmnist drift` found drift: distinct from errors, for cron jobs and CI
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
@@ -116,6 +119,72 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from pipeline.lineage import format_lineage, lineage_of
+
+    chain = lineage_of(config_from_args(args), args.version)
+    print(json.dumps(chain, indent=2) if args.json else format_lineage(chain))
+    return 0
+
+
+def _cmd_compile_kubeflow(args: argparse.Namespace) -> int:
+    from pipeline.kubeflow_runner import IMAGE_SCHEMA_PATH, compile_kubeflow_v2
+
+    if args.schema_path is None:
+        args.schema_path = IMAGE_SCHEMA_PATH
+    path = compile_kubeflow_v2(config_from_args(args), args.image, args.output)
+    print(f"pipeline spec for image {args.image}: {path}")
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    import datetime
+
+    from monitoring.batches import load_batch
+    from monitoring.drift import check_drift
+    from monitoring.drift_report import REPORT_FILE, SUMMARY_FILE, write_report
+    from monitoring.reference import data_reference, served_model_reference
+
+    config = config_from_args(args)
+    drift = DriftConfig(
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(DriftConfig)
+            if getattr(args, f.name) is not None
+        }
+    )
+
+    def progress(message: str) -> None:
+        print(message, flush=True)
+
+    progress(f"reading {args.input}")
+    batch = load_batch(args.input)
+    lineage = None
+    if args.reference:
+        model_dir = None if args.no_model else args.model_dir
+        reference, predict = data_reference(args.reference, drift, model_dir, progress)
+    else:
+        progress("finding the served version's training data through MLMD lineage")
+        reference, predict, lineage = served_model_reference(
+            config, drift, args.version, not args.no_model, progress
+        )
+    progress(f"comparing {len(batch.images)} images with {reference.description} (TFDV)")
+    result = check_drift(batch, reference, drift, predict)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    paths = write_report(
+        result, reference, batch.source, args.output or os.path.join(config.workdir, "drift", stamp), lineage
+    )
+    if result.drifted:
+        moved = ", ".join(
+            f"{f.feature} ({f.distance:.3f} > {f.threshold:.3f})" for f in result.drifted_features[:6]
+        )
+        print(f"DRIFT: {len(result.drifted_features)} of {len(result.features)} features moved: {moved}")
+    else:
+        print(f"NO DRIFT: all {len(result.features)} features within their thresholds")
+    print(f"report: {paths[REPORT_FILE]}\nsummary: {paths[SUMMARY_FILE]}")
+    return EXIT_DRIFT if result.drifted else 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import ServerConfig, serve
 
@@ -132,6 +201,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             request_log_sampling=args.request_log_sampling,
         )
     )
+    return 0
+
+
+def _cmd_log_proxy(args: argparse.Namespace) -> int:
+    from serving.log_proxy import run_proxy
+
+    run_proxy(args.upstream, args.request_log_dir, args.host, args.port, args.request_log_sampling)
     return 0
 
 
@@ -225,6 +301,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(report, PipelineConfig, "paths and pipeline")
     report.set_defaults(handler=_cmd_report)
 
+    lineage = commands.add_parser(
+        "lineage", help="which data, schema, code and run produced a pushed model (from MLMD)"
+    )
+    _add_dataclass_flags(lineage, PipelineConfig, "paths and pipeline")
+    lineage.add_argument("--version", type=int, help="a pushed version (default: the one served now)")
+    lineage.add_argument("--json", action="store_true", help="print JSON for machines")
+    lineage.set_defaults(handler=_cmd_lineage)
+
+    drift = commands.add_parser(
+        "drift", help="does a batch of images drift from the served model's training data? (exit 3: drift)"
+    )
+    drift.add_argument(
+        "input",
+        help="request-log directory or file (PredictionLog TFRecords), TFRecords of examples (file or "
+        "directory), IDX images file, .npy array, PNG/JPEG or a directory of them",
+    )
+    drift.add_argument(
+        "--version", type=int, help="compare with this pushed version's data (default: served)"
+    )
+    drift.add_argument("--reference", help="compare with this data instead (any input format above)")
+    drift.add_argument("--model-dir", help="with --reference: a SavedModel for the model-output features")
+    drift.add_argument("--no-model", action="store_true", help="image features only; no predictions")
+    drift.add_argument("--output", help="report directory (default: <workdir>/drift/<time>)")
+    _add_dataclass_flags(drift, PipelineConfig, "paths and pipeline")
+    _add_dataclass_flags(drift, DriftConfig, "drift measurement")
+    drift.set_defaults(handler=_cmd_drift)
+
+    kubeflow = commands.add_parser(
+        "compile-kubeflow", help="compile the pipeline to a Kubeflow Pipelines v2 / Vertex AI spec (JSON)"
+    )
+    _add_dataclass_flags(kubeflow, PipelineConfig, "paths and pipeline (use gs:// URIs)")
+    _add_dataclass_flags(kubeflow, TrainingConfig, "training")
+    _add_dataclass_flags(kubeflow, EvaluationConfig, "evaluation gate")
+    kubeflow.add_argument("--image", required=True, help="the pipeline image built from Dockerfile")
+    kubeflow.add_argument("--output", default="fashion_mnist_pipeline.json", help="(default: %(default)s)")
+    kubeflow.set_defaults(handler=_cmd_compile_kubeflow)
+
     serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's gRPC API")
     serve.add_argument("--workdir", help="serve <workdir>/serving (default: workdir)")
     serve.add_argument("--model-base-path", help="TF Serving base path: <base>/<model>/<version>/")
@@ -240,6 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-log-dir", help="write sampled PredictionLog TFRecords here (default: off)")
     serve.add_argument("--request-log-sampling", type=float, default=1.0, help="share of requests logged")
     serve.set_defaults(handler=_cmd_serve)
+
+    proxy = commands.add_parser(
+        "log-proxy", help="a request-logging gRPC proxy in front of any TF Serving (for `fmnist drift`)"
+    )
+    proxy.add_argument(
+        "--upstream", default="127.0.0.1:8500", help="TF Serving gRPC address (default: %(default)s)"
+    )
+    proxy.add_argument("--host", default="127.0.0.1", help="(default: %(default)s; loopback only)")
+    proxy.add_argument("--port", type=int, default=8600, help="(default: %(default)s)")
+    proxy.add_argument("--request-log-dir", required=True, help="write sampled PredictionLog TFRecords here")
+    proxy.add_argument("--request-log-sampling", type=float, default=1.0, help="share of requests logged")
+    proxy.set_defaults(handler=_cmd_log_proxy)
 
     predict = commands.add_parser("predict", help="classify a PNG/JPEG, .npy or IDX file")
     predict.add_argument(
@@ -270,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, LookupError, FileNotFoundError) as err:  # LineageError is a LookupError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as err:  # ServingError: server down or an error answer, already in words

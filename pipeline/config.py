@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from dataclasses import dataclass, field
 
 
@@ -48,6 +49,25 @@ class EvaluationConfig:
 
 
 @dataclass
+class DriftConfig:
+    """How `fmnist drift` measures and judges drift (TFDV distances on binned image features).
+
+    Distances between an empirical sample and its true distribution shrink with
+    the sample size n, so thresholds do too: Jensen-Shannon divergence
+    `jsd_base + jsd_per_image / n`, L-infinity `linf_base + linf_per_sqrt_image / sqrt(n)`.
+    The defaults flag no clean sample of 200 images or more and every shift of
+    benchmarks/drift_benchmark.py (figures in the README).
+    """
+
+    bins: int = 20  # fixed-width bins on [0, 1] for each image feature and the confidence
+    jsd_base: float = 0.02
+    jsd_per_image: float = 6.0
+    linf_base: float = 0.03
+    linf_per_sqrt_image: float = 1.0
+    min_images: int = 50  # smaller batches cannot be judged
+
+
+@dataclass
 class PipelineConfig:
     """Where things live and how the pipeline runs; derived paths default under `workdir`."""
 
@@ -60,6 +80,12 @@ class PipelineConfig:
     schema_path: str = ""  # curated schema; default schema/schema.pbtxt of this checkout
     enable_cache: bool = True
     beam_workers: int = 0  # DirectRunner processes; 0 means one per core
+    # The Beam runner of the data components (ExampleGen, StatisticsGen, Transform,
+    # Evaluator): DirectRunner here; DataflowRunner, FlinkRunner, SparkRunner or
+    # PortableRunner elsewhere, with their arguments in `beam_args` (templates in
+    # pipeline/beam_runners.py).
+    beam_runner: str = "DirectRunner"
+    beam_args: str = ""  # extra Beam arguments, shell-quoted: "--project=p --region=europe-west4"
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
@@ -82,9 +108,13 @@ class PipelineConfig:
         return os.path.join(self.serving_dir, self.model_name)
 
     def beam_pipeline_args(self) -> list[str]:
-        """DirectRunner in multi-processing mode, one worker per core unless configured."""
+        """Beam arguments: DirectRunner multi-processing (one worker per core unless configured),
+        or `--runner=<beam_runner>` followed by `beam_args`."""
+        extra = shlex.split(self.beam_args)
+        if self.beam_runner != "DirectRunner":
+            return [f"--runner={self.beam_runner}", *extra]
         workers = self.beam_workers or os.cpu_count() or 1
-        return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+        return ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}", *extra]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

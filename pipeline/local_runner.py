@@ -17,6 +17,9 @@ from tfx import v1 as tfx
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.report import collect_run_report, finish_report, peak_rss_mb
+from pipeline.run_guard import cancel_abandoned_executions, exclusive_run
+
+log = logging.getLogger(__name__)
 
 PROGRESS_MARKERS = ("is running.", "is finished.", "is cached", "Model pushed", "Model version")
 
@@ -70,18 +73,26 @@ class PipelineFailedError(RuntimeError):
 
 
 def run(config: PipelineConfig, verbose: bool = False) -> dict[str, Any]:
-    """Run the whole pipeline and return the run report; raise `PipelineFailedError` with it on failure."""
+    """Run the whole pipeline and return the run report; raise `PipelineFailedError` with it on failure.
+
+    Raises `PipelineBusyError` at once when another run holds the pipeline root.
+    """
     check_inputs(config)
-    os.makedirs(config.pipeline_root, exist_ok=True)
     show_component_progress(verbose)
-    started = time.monotonic()
-    error: Exception | None = None
-    try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
-    except Exception as err:
-        error = err
-    report = finish_report(collect_run_report(config))
+    with exclusive_run(config.pipeline_root):
+        canceled = cancel_abandoned_executions(config)
+        if canceled:
+            log.warning("a previous run was killed during %s; those steps run again", ", ".join(canceled))
+        started = time.monotonic()
+        error: Exception | None = None
+        try:
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+        except Exception as err:
+            error = err
+        report = finish_report(collect_run_report(config))
     report["wall_seconds"] = round(time.monotonic() - started, 1)
+    if canceled:
+        report["rerun_after_killed"] = canceled
     report["peak_rss_mb"] = peak_rss_mb()
     if error is not None:
         report["error"] = f"{type(error).__name__}: {error}"

@@ -4,7 +4,8 @@
 decide where and how it executes. The order of work:
 
 ImportExampleGen -> StatisticsGen -> ExampleValidator (curated schema from
-ImportSchemaGen) -> AnomalyGate -> Transform -> Trainer -> baseline Resolver ->
+ImportSchemaGen) -> AnomalyGate -> ImageFeatureStatistics (the drift report's
+reference) and Transform -> Trainer -> baseline Resolver ->
 Evaluator (TFMA gate) and ServingCheck (the model answers gRPC requests) ->
 Pusher (atomic, to the TF Serving directory; only with both blessings).
 """
@@ -22,10 +23,11 @@ from components.anomaly_gate import AnomalyGate
 from components.baseline import PreviousBlessedModelStrategy
 from components.dataset import TFRECORD_SUFFIX
 from components.features import LABEL_KEY
+from components.image_statistics import ImageFeatureStatistics
 from components.pusher import AtomicPusherExecutor
 from components.serving_check import ServingCheck
 from components.trainer import SERVING_SIGNATURE, TRAINING_CONFIG_KEY
-from pipeline.config import EvaluationConfig, PipelineConfig
+from pipeline.config import DriftConfig, EvaluationConfig, PipelineConfig
 
 PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -87,8 +89,19 @@ def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
     )
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    """The Fashion-MNIST pipeline for `config`; runs on any TFX orchestrator."""
+def create_pipeline(config: PipelineConfig, orchestrator: str = "local") -> tfx.dsl.Pipeline:
+    """The Fashion-MNIST pipeline for `config`; runs on any TFX orchestrator.
+
+    With `orchestrator="local"` (LocalDagRunner), ML Metadata is SQLite under the
+    pipeline root and the baseline resolver is `PreviousBlessedModelStrategy`.
+    With `"kubeflow_v2"` (Kubeflow Pipelines v2, Vertex AI) the platform brings
+    its own store, and resolvers must be ones it compiles into a metadata query:
+    TFX's `LatestBlessedModelStrategy` (on a cached rerun the candidate may then
+    be its own baseline, which passes the change threshold with a change of 0).
+    """
+    if orchestrator not in ("local", "kubeflow_v2"):
+        raise ValueError(f"orchestrator must be 'local' or 'kubeflow_v2', got '{orchestrator}'")
+    local = orchestrator == "local"
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.data_dir,
         input_config=tfx.proto.Input(
@@ -100,6 +113,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    image_statistics = ImageFeatureStatistics(
+        examples=example_gen.outputs["examples"], bins=DriftConfig().bins
+    )
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -107,6 +123,12 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     anomaly_gate = AnomalyGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"]
     )
+
+    # Only data that passed the gate is summarised (bad pixels would fail its parsing, not the gate).
+    image_statistics = ImageFeatureStatistics(
+        examples=example_gen.outputs["examples"], bins=DriftConfig().bins
+    )
+    image_statistics.add_upstream_node(anomaly_gate)
 
     fingerprint = code_fingerprint()
     transform = tfx.components.Transform(
@@ -126,7 +148,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     )
 
     baseline = tfx.dsl.Resolver(
-        strategy_class=PreviousBlessedModelStrategy,
+        strategy_class=(
+            PreviousBlessedModelStrategy if local else tfx.dsl.experimental.LatestBlessedModelStrategy
+        ),
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("previous_blessed_model")
@@ -156,6 +180,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         components=[
             example_gen,
             statistics_gen,
+            image_statistics,
             schema_gen,
             example_validator,
             anomaly_gate,
@@ -167,8 +192,10 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             pusher,
         ],
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+            if local
+            else None
         ),
         beam_pipeline_args=config.beam_pipeline_args(),
     )

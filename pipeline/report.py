@@ -27,10 +27,14 @@ EXAMPLE_COUNT_METRIC = "example_count"
 CANDIDATE_MODEL_NAMES = ("", "candidate")
 
 
-def open_store(config: PipelineConfig) -> mlmd.MetadataStore:
+def open_store(config: PipelineConfig, read_only: bool = True) -> mlmd.MetadataStore:
     connection = metadata_store_pb2.ConnectionConfig()
     connection.sqlite.filename_uri = config.metadata_path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    connection.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+        if read_only
+        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    )
     return mlmd.MetadataStore(connection)
 
 
@@ -44,11 +48,12 @@ def latest_run_context(store: mlmd.MetadataStore, pipeline_name: str) -> metadat
     return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
 
 
-def _node_id(store: mlmd.MetadataStore, execution_id: int) -> str:
+def node_id(store: mlmd.MetadataStore, execution_id: int) -> str:
+    """The pipeline node (component id) an execution belongs to."""
     for context in store.get_contexts_by_execution(execution_id):
         if context.type == "node":
             return context.name.split(".", 1)[-1]
-    return "?"
+    return f"execution {execution_id}"
 
 
 def _outputs(store: mlmd.MetadataStore, execution_id: int) -> list[metadata_store_pb2.Artifact]:
@@ -160,7 +165,7 @@ def collect_run_report(config: PipelineConfig) -> dict[str, Any]:
         return report
     report["run_id"] = run.name
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
-        node = _node_id(store, execution.id)
+        node = node_id(store, execution.id)
         state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
         report["components"].append({"component": node, "state": state, "seconds": round(seconds, 2)})

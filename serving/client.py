@@ -29,8 +29,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from components import idx
-from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
+from components import dataset, idx
+from components.features import IMAGE_HEIGHT, IMAGE_WIDTH
 
 IMAGES_SIGNATURE = "predict_images"
 EXAMPLES_SIGNATURE = "serving_default"
@@ -145,26 +145,10 @@ def _fill_spec(spec, model: str, signature: str, version: int | None, label: str
         spec.version_label = label
 
 
-def _tfrecord_images(file: Path) -> np.ndarray:
-    """The `image` feature of a TFRecord file of the project's examples (GZIP if named .gz)."""
-    compression = "GZIP" if file.suffix.lower() == ".gz" else ""
-    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
-    try:
-        batches = [
-            tf.io.parse_example(batch, spec)[IMAGE_KEY].numpy()
-            for batch in tf.data.TFRecordDataset(str(file), compression).batch(1024)
-        ]
-    except tf.errors.OpError as err:
-        raise ValueError(
-            f"{file}: not a TFRecord file of examples with a 784-pixel 'image': {err.message}"
-        ) from err
-    if not batches:
-        raise ValueError(f"{file}: holds no examples")
-    return _as_uint8_images(np.concatenate(batches), file)
-
-
 def _as_uint8_images(array: np.ndarray, source: Path) -> np.ndarray:
     """uint8 [n, 28, 28] from pixel values that must already lie in 0..255."""
+    if array.size == 0:
+        raise ValueError(f"{source}: holds no images")
     if array.min() < 0 or array.max() > 255:
         raise ValueError(f"{source}: pixel values outside 0..255")
     return array.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
@@ -178,7 +162,7 @@ def load_images(path: str) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such file")
     suffix = file.suffix.lower()
     if ".tfrecord" in file.name.lower():
-        return _tfrecord_images(file)
+        return dataset.read_example_images([file])
     try:
         if suffix in (".png", ".jpg", ".jpeg"):
             from PIL import Image

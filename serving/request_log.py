@@ -1,7 +1,9 @@
 """Request logging in TF Serving's format: sampled `PredictionLog` records in rotating TFRecord files.
 
-Real TF Serving writes the same records when started with a logging config, so
-the drift report can read the logs of this server or of TF Serving alike.
+TF Serving's request logger writes the same records (in builds that register a
+log collector; the stock Docker image has none, see the README), so the drift
+report reads the logs of this server, of such a TF Serving, or of a caller that
+logs with this class, alike.
 Files are named `<prefix>-<unix ms>-<n>.tfrecord`; a file is closed after
 `records_per_file` records and a new one opened.
 """

@@ -242,9 +242,14 @@ def serve(config: ServerConfig) -> None:
     server, port = build_server(store, config)
     server.start()
     print(f"serving {store.model_names() or 'no models yet'} from {store.where} on {config.host}:{port}")
+    run_until_terminated(server)
+    store.stop()
+
+
+def run_until_terminated(server: grpc.Server, grace_seconds: float = 10.0) -> None:
+    """Block until SIGTERM or SIGINT, then stop `server`, giving in-flight requests `grace_seconds`."""
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
-    server.stop(grace=10).wait()
-    store.stop()
+    server.stop(grace=grace_seconds).wait()

@@ -91,6 +91,7 @@ def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     strict = tiny_config(workdir, workdir / "data", accuracy_floor=0.99)
     strict.training.learning_rate = 1e-2  # a changed recipe: a new candidate is trained
+    strict.evaluation.max_accuracy_drop = -1.0  # must beat the baseline by 1.0: the change gate fails too
     third = run(strict)
     return {
         "config": config,

@@ -57,3 +57,13 @@ def test_missing_label_is_named(schema):
         "train", tfdv.validate_statistics(stats_with_max_pixel(255, with_label=False), schema)
     )
     assert any(line.startswith("split 'train', feature 'label'") for line in lines)
+
+
+def test_an_empty_split_is_an_anomaly(schema):
+    empty = statistics_pb2.DatasetFeatureStatisticsList()
+    empty.datasets.add(num_examples=0)
+    anomalies = tfdv.validate_statistics(empty, schema)
+    assert anomalies.data_missing and not anomalies.anomaly_info  # TFDV flags nothing else
+    assert describe_anomalies("eval", anomalies) == [
+        "split 'eval', data set: no examples (TFDV reports the data missing)"
+    ]

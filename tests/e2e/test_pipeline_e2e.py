@@ -7,6 +7,7 @@ One session-scoped sequence of runs (`pipeline_runs` in conftest; each costs a m
    blessed baseline, not blessed, and not pushed.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.e2e
 
 EXECUTED_NODES = [
-    "ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "AnomalyGate",
-    "Transform", "Trainer", "previous_blessed_model", "Evaluator", "ServingCheck", "Pusher",
+    "ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ImageFeatureStatistics", "ExampleValidator",
+    "AnomalyGate", "Transform", "Trainer", "previous_blessed_model", "Evaluator", "ServingCheck", "Pusher",
 ]  # fmt: skip
 
 
@@ -98,6 +99,11 @@ def test_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs: 
     assert any(
         r.startswith("sparse_categorical_accuracy = ") and r.endswith("must be >= 0.99") for r in reasons
     )
+    assert any(  # compared with the first run's blessed model
+        r.startswith("sparse_categorical_accuracy change = ")
+        and r.endswith("absolute change vs baseline must be >= 1")
+        for r in reasons
+    ), reasons
     assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_first"]  # byte for byte
 
 
@@ -108,28 +114,100 @@ def write_examples(path: Path, examples: list[tf.train.Example]) -> None:
             writer.write(example.SerializeToString())
 
 
-def example(image: list[int], label: int | None) -> tf.train.Example:
-    feature = {IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=image))}
+def example(image: list, label: int | None) -> tf.train.Example:
+    """An example whose image is int64, float or bytes, as the values given."""
+    if image and isinstance(image[0], float):
+        pixels = tf.train.Feature(float_list=tf.train.FloatList(value=image))
+    elif image and isinstance(image[0], bytes):
+        pixels = tf.train.Feature(bytes_list=tf.train.BytesList(value=image))
+    else:
+        pixels = tf.train.Feature(int64_list=tf.train.Int64List(value=image))
+    feature = {IMAGE_KEY: pixels}
     if label is not None:
         feature[LABEL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def test_bad_data_stops_the_run_before_transform_and_pushes_nothing(slice_data: Path, tmp_path: Path):
+def _damage(data: Path, case: str) -> list[str]:
+    """Damage the prepared slice for `case`; return what the failure message must say."""
+    rows = [example([i % 256] * PIXELS, i % 10) for i in range(40)]
+    train_extra, test_extra = (
+        data / "train" / "data-00004-of-00004.tfrecord.gz",
+        data / "test" / "extra.tfrecord.gz",
+    )
+    if case == "missing label, pixel out of range":
+        write_examples(train_extra, [*rows, example([0] * PIXELS, None)])
+        write_examples(test_extra, [*rows, example([300] * PIXELS, 3)])
+        return ["split 'eval', feature 'image': Out-of-range values", "split 'train', feature 'label'"]
+    if case == "image of the wrong length, float pixels":
+        write_examples(train_extra, [*rows, example([0] * 700, 1)])
+        for f in (data / "test").glob("*.tfrecord.gz"):
+            f.unlink()
+        write_examples(test_extra, [example([0.5] * PIXELS, i % 10) for i in range(40)])
+        return ["split 'train', feature 'image'", "split 'eval', feature 'image'", "FLOAT"]
+    if case == "bytes pixels, empty split":
+        for f in [*(data / "train").glob("*.tfrecord.gz"), *(data / "test").glob("*.tfrecord.gz")]:
+            f.unlink()
+        write_examples(train_extra, [example([b"\x00"] * PIXELS, i % 10) for i in range(40)])
+        write_examples(test_extra, [])
+        return ["split 'train', feature 'image'", "got STRING", "split 'eval', data set: no examples"]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing label, pixel out of range",
+        "image of the wrong length, float pixels",
+        "bytes pixels, empty split",
+    ],
+)
+def test_bad_data_stops_the_run_before_transform_and_pushes_nothing(
+    slice_data: Path, tmp_path: Path, case: str
+):
     data = tmp_path / "data"
     shutil.copytree(slice_data, data)
-    rows = [example([i % 256] * PIXELS, i % 10) for i in range(40)]
-    write_examples(data / "train" / "data-00004-of-00004.tfrecord.gz", [*rows, example([0] * PIXELS, None)])
-    write_examples(data / "test" / "data-00001-of-00001.tfrecord.gz", [*rows, example([300] * PIXELS, 3)])
+    expected = _damage(data, case)
     config = tiny_config(tmp_path, data)
 
     with pytest.raises(PipelineFailedError) as failure:
         run(config)
     message = str(failure.value)
     assert "stopped before Transform and Trainer" in message
-    assert "split 'eval', feature 'image': Out-of-range values" in message
-    assert "split 'train', feature 'label'" in message
+    for words in expected:
+        assert words in message, message
     ran = states(failure.value.report)
     assert ran["AnomalyGate"] == "FAILED"
     assert "Transform" not in ran and "Trainer" not in ran and "Pusher" not in ran
     assert not Path(config.serving_dir).exists()
+
+
+def test_lineage_of_the_served_version_walks_back_to_the_data(pipeline_runs: dict, capsys):
+    from components.dataset import OFFICIAL_FILES
+    from pipeline.cli import main
+    from pipeline.lineage import LineageError, lineage_of
+    from pipeline.pipeline import code_fingerprint
+
+    config, first = pipeline_runs["config"], pipeline_runs["first"]["model"]
+    chain = lineage_of(config)  # the served version: the first run's (the third was not pushed)
+    assert chain["version"] == int(first["pushed_version"])
+    assert chain["pushed"]["destination"] == first["pushed_path"]
+    assert chain["evaluation"]["blessed"] is True
+    assert chain["evaluation"]["accuracy"] == pytest.approx(first["accuracy"])
+    assert chain["serving_check"] == {"node": "ServingCheck", "blessed": True}
+    assert chain["model"]["hyperparameters"]["learning_rate"] == config.training.learning_rate
+    assert chain["model"]["code_fingerprint"] == code_fingerprint()
+    assert chain["schema"]["schema_file"] == config.schema_path
+    assert chain["examples"]["input_base"] == config.data_dir
+    assert chain["examples"]["source_checksums"]["train images"] == OFFICIAL_FILES["train"]["images"].sha256
+    assert "split:train" in chain["examples"]["input_fingerprint"]
+    assert list(Path(chain["statistics"]["uri"]).glob("Split-train/FeatureStats.pb"))
+    assert chain["image_statistics"]["bins"] == 20
+    assert (Path(chain["image_statistics"]["uri"]) / "Split-train" / "ImageFeatureStats.pb").is_file()
+
+    assert main(["lineage", "--workdir", config.workdir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == chain["version"]
+    assert main(["lineage", "--workdir", config.workdir]) == 0
+    assert f"version {chain['version']} at " in capsys.readouterr().out
+    with pytest.raises(LineageError, match="version 1 was not pushed"):
+        lineage_of(config, 1)

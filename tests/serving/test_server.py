@@ -316,7 +316,7 @@ def test_load_images_reads_png_npy_tfrecords_and_idx(
     assert from_tfrecords.shape == (300, 28, 28)
     np.testing.assert_array_equal(from_tfrecords[:8], images)
     (tmp_path / "garbage.tfrecord").write_bytes(b"not a record")
-    with pytest.raises(ValueError, match="garbage.tfrecord: not a TFRecord file of examples"):
+    with pytest.raises(ValueError, match="garbage.tfrecord: not TFRecords of examples"):
         load_images(str(tmp_path / "garbage.tfrecord"))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     (tmp_path / "broken-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")

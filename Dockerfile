@@ -1,0 +1,34 @@
+# The pipeline image: every TFX component of the pipeline runs in it on Kubeflow
+# Pipelines v2 / Vertex AI (pipeline/kubeflow_runner.py), and Beam workers on Dataflow,
+# Flink or Spark start it too (pipeline/beam_runners.py). Not built on the development
+# machine (no Docker engine); tests/pipeline/test_kubeflow.py checks it against the lock.
+#
+#   docker build -t europe-docker.pkg.dev/PROJECT/fmnist/pipeline:$(git rev-parse --short HEAD) .
+#   docker push europe-docker.pkg.dev/PROJECT/fmnist/pipeline:$(git rev-parse --short HEAD)
+#
+# Python 3.11 on Debian 12 (glibc 2.36): the platform the lock was verified on.
+FROM python:3.11-slim-bookworm
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /pipeline
+
+# The same pins as the development venv. TFX 1.16 declares Python < 3.11 but runs on it.
+COPY requirements/lock.txt requirements/lock.txt
+RUN pip install --ignore-requires-python -r requirements/lock.txt
+
+# The project: module code the components import by name (components.preprocessing,
+# components.trainer, ...), the pipeline definition, the serving code the ServingCheck
+# starts, and the curated schema (IMAGE_SCHEMA_PATH in pipeline/kubeflow_runner.py).
+COPY pyproject.toml README.md ./
+COPY components components
+COPY monitoring monitoring
+COPY pipeline pipeline
+COPY serving serving
+COPY schema schema
+RUN pip install --no-deps --no-build-isolation .
+
+# KFP v2 starts TFX's executor entry point in this image; no ENTRYPOINT is needed.

@@ -1,0 +1,79 @@
+"""One run at a time per pipeline root, and no trace of a killed run left RUNNING.
+
+Two LocalDagRunner processes on one pipeline root would write the same MLMD
+store and could both decide to train and push; the second run is refused with
+a message naming the process that holds the root. The lock is an advisory
+`flock` on `<pipeline_root>/.run.lock`: the kernel drops it when its process
+ends, however it ends (SIGKILL included), so a killed run never blocks the next.
+
+A run killed mid-component leaves its execution in MLMD in state RUNNING
+forever (TFX marks executions only when they finish). Once the lock is held, no
+other run can be alive, so such executions are marked CANCELED, with a note,
+before the new run starts; the new run then reuses every cached upstream output
+and redoes the interrupted component under a new execution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import os
+from collections.abc import Iterator
+
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline.config import PipelineConfig
+from pipeline.report import node_id, open_store
+
+LOCK_FILE = ".run.lock"
+UNFINISHED = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+
+
+class PipelineBusyError(RuntimeError):
+    """Another run holds this pipeline root."""
+
+
+@contextlib.contextmanager
+def exclusive_run(pipeline_root: str) -> Iterator[None]:
+    """Hold `<pipeline_root>/.run.lock` for the duration; refuse at once if another run holds it."""
+    os.makedirs(pipeline_root, exist_ok=True)
+    path = os.path.join(pipeline_root, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise PipelineBusyError(
+                f"{path}: another run of this pipeline is in progress ({holder}); "
+                "wait for it to finish, or give this run its own --workdir"
+            ) from None
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, started {started}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def cancel_abandoned_executions(config: PipelineConfig) -> list[str]:
+    """Mark executions a killed run left NEW or RUNNING as CANCELED; return their node names.
+
+    Call only while holding `exclusive_run`: then no live run owns them.
+    """
+    if not os.path.exists(config.metadata_path):
+        return []
+    store = open_store(config, read_only=False)
+    pipeline = store.get_context_by_type_and_name("pipeline", config.pipeline_name)
+    if pipeline is None:
+        return []
+    abandoned = [e for e in store.get_executions_by_context(pipeline.id) if e.last_known_state in UNFINISHED]
+    for execution in abandoned:
+        execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+        execution.custom_properties[
+            "fmnist_note"
+        ].string_value = "its run ended without finishing it (process killed); canceled by the next run"
+    if abandoned:
+        store.put_executions(abandoned)
+    return sorted(node_id(store, e.id) for e in abandoned)

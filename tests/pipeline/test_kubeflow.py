@@ -1,0 +1,135 @@
+"""Beyond one machine: the Kubeflow v2 / Vertex AI compile, the pipeline image, Beam runner arguments."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline.beam_runners import TEMPLATES, beam_args, placeholders
+from pipeline.config import PipelineConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "europe-docker.pkg.dev/demo/fmnist/pipeline:test"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from pipeline.cli import main
+
+    output = tmp_path_factory.mktemp("kfp") / "pipeline.json"
+    argv = [
+        "compile-kubeflow",
+        "--image", IMAGE,
+        "--output", str(output),
+        "--workdir", "gs://demo-bucket/fmnist",
+        "--beam-runner", "DataflowRunner",
+        "--beam-args", "--project=demo --region=europe-west4",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads(output.read_text())
+
+
+def test_the_spec_names_every_component_and_runs_each_in_the_image(compiled: dict):
+    from pipeline.pipeline import create_pipeline
+
+    expected = {c.id for c in create_pipeline(PipelineConfig(workdir="/tmp/unused")).components}
+    tasks = set(compiled["pipelineSpec"]["root"]["dag"]["tasks"])
+    assert expected - {"previous_blessed_model"} <= tasks
+    assert any(t.startswith("previous_blessed_model") for t in tasks)  # the resolver, compiled to queries
+    images = {
+        name: executor["container"]["image"]
+        for name, executor in compiled["pipelineSpec"]["deploymentSpec"]["executors"].items()
+        if "container" in executor
+    }
+    assert len(images) == len(expected) - 1 and set(images.values()) == {IMAGE}
+    assert compiled["pipelineSpec"]["pipelineInfo"]["name"] == "fashion-mnist"
+
+
+def test_the_spec_carries_cloud_paths_and_the_beam_runner(compiled: dict):
+    text = json.dumps(compiled)
+    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == "gs://demo-bucket/fmnist/pipeline"
+    assert "gs://demo-bucket/fmnist/data" in text and "gs://demo-bucket/fmnist/serving/fashion_mnist" in text
+    assert "--runner=DataflowRunner" in text and "--project=demo" in text
+    assert "/pipeline/schema/schema.pbtxt" in text  # the schema inside the image
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_the_dockerfile_installs_the_lock_and_the_project_on_the_verified_python():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim-bookworm$", dockerfile, re.M)  # the lock's cp311, glibc 2.36
+    assert "COPY requirements/lock.txt requirements/lock.txt" in dockerfile
+    assert "pip install --ignore-requires-python -r requirements/lock.txt" in dockerfile
+    assert "TF_USE_LEGACY_KERAS=1" in dockerfile
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for directory in [*packages, "schema"]:
+        assert f"COPY {directory} {directory}" in dockerfile, directory
+    assert re.search(r"^WORKDIR /pipeline$", dockerfile, re.M)  # IMAGE_SCHEMA_PATH lives under it
+
+
+def test_the_lock_pins_tfx_with_its_kfp_extra():
+    from importlib import metadata
+
+    pins = _lock()
+    assert pins["tfx"] == "1.16.0" and pins["kfp"].startswith("2.") and "kfp-pipeline-spec" in pins
+    for name in ("tfx", "kfp", "kfp-pipeline-spec", "tensorflow", "apache-beam"):
+        assert metadata.version(name) == pins[name], name  # the venv is the lock
+
+
+def test_beam_arguments_for_local_and_cloud_runners():
+    local = PipelineConfig(beam_workers=3).beam_pipeline_args()
+    assert local == ["--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+    cloud = PipelineConfig(beam_runner="FlinkRunner", beam_args="--flink_master=host:8081 --parallelism=4")
+    assert cloud.beam_pipeline_args() == [
+        "--runner=FlinkRunner",
+        "--flink_master=host:8081",
+        "--parallelism=4",
+    ]
+
+
+@pytest.mark.parametrize("runner", sorted(TEMPLATES))
+def test_every_runner_template_fills_and_names_what_is_missing(runner: str):
+    values = {name: f"<{name}>" for name in placeholders(runner)}
+    filled = beam_args(runner, **values)
+    assert all("{" not in arg for arg in filled)
+    assert any(f"<{name}>" in " ".join(filled) for name in values)
+    with pytest.raises(ValueError, match=f"{runner} needs values for"):
+        beam_args(runner)
+
+
+def test_the_kubernetes_manifest_serves_the_pushed_directory_with_a_valid_models_config(tmp_path: Path):
+    import yaml
+
+    from serving.model_config import read_model_config
+
+    documents = {
+        d["kind"]: d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "tf-serving.yaml").read_text())
+    }
+    assert set(documents) == {"ConfigMap", "Deployment", "Service"}
+    config = tmp_path / "models.config"
+    config.write_text(documents["ConfigMap"]["data"]["models.config"])
+    (source,) = read_model_config(str(config))
+    assert source.name == "fashion_mnist" and source.base_path.endswith("/serving/fashion_mnist")
+    container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"tensorflow/serving:{_lock()['tensorflow-serving-api']}"
+    assert "--model_config_file=/config/models.config" in container["args"]
+    assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/fashion_mnist"
+    service = {p["port"]: p["targetPort"] for p in documents["Service"]["spec"]["ports"]}
+    assert service == {8500: "grpc-logged", 8501: "rest"}  # gRPC traffic goes through the request logger
+    logger = documents["Deployment"]["spec"]["template"]["spec"]["containers"][1]
+    assert logger["command"] == ["fmnist", "log-proxy"] and "--upstream=127.0.0.1:8500" in logger["args"]
+    assert {p["containerPort"] for p in logger["ports"]} == {8600} and "--port=8600" in logger["args"]
+    from pipeline.cli import build_parser
+
+    build_parser().parse_args(["log-proxy", *logger["args"]])  # the sidecar's flags exist
