@@ -3,7 +3,11 @@
     fmnist data prepare   IDX files -> TFRecords of tf.train.Example
     fmnist run            the whole TFX pipeline, then the run report
     fmnist report         the report of the newest run again
+    fmnist lineage        which data, schema, code and run produced a pushed model (MLMD)
+    fmnist drift          does a batch of images drift from the served model's training data?
+    fmnist compile-kubeflow   the same pipeline as a Kubeflow Pipelines v2 / Vertex AI spec
     fmnist serve          a TF Serving gRPC server over the pushed models
+    fmnist log-proxy      a request-logging proxy in front of any TF Serving
     fmnist predict        classify images through any TF Serving endpoint
     fmnist status         GetModelStatus of a served model
     fmnist metadata       the signatures of a served model
