@@ -177,6 +177,14 @@ def write_tfrecords(images: np.ndarray, labels: np.ndarray, out_dir: Path, shard
             writer.close()
 
 
+def parse_example_pixels(serialized) -> np.ndarray:
+    """The `image` pixels (int64 [n, 784], unchecked) of serialized examples of the project's format."""
+    import tensorflow as tf
+
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
+    return tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
+
+
 def read_example_images(files: list[Path]) -> np.ndarray:
     """The `image` of every example in TFRecord files of the project's examples (GZIP if named .gz).
 
@@ -185,13 +193,12 @@ def read_example_images(files: list[Path]) -> np.ndarray:
     """
     import tensorflow as tf
 
-    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
     parts = []
     for file in files:
         compression = "GZIP" if file.suffix.lower() == ".gz" else ""
         try:
             for batch in tf.data.TFRecordDataset(str(file), compression).batch(4096):
-                parts.append(tf.io.parse_example(batch, spec)[IMAGE_KEY].numpy())
+                parts.append(parse_example_pixels(batch))
         except tf.errors.OpError as err:
             raise ValueError(
                 f"{file}: not TFRecords of examples with a 784-pixel 'image': {err.message}"

@@ -26,7 +26,8 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from components.features import CLASS_NAMES, IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
+from components.dataset import parse_example_pixels
+from components.features import CLASS_NAMES, IMAGE_HEIGHT, IMAGE_WIDTH
 from serving.client import ServingClient, ServingError
 from serving.model_store import ModelStore
 from serving.server import ServerConfig, build_server
@@ -56,10 +57,7 @@ def _ask(client: ServingClient, serialized: list[bytes]) -> list[str]:
     """Every RPC the clients use, checked for shape and for agreement between the signatures."""
     by_examples, _ = client.predict_examples(serialized, model=CHECKED_MODEL)
     problems = _probabilities_problems("Predict serving_default", by_examples, len(serialized))
-    pixels = tf.io.parse_example(serialized, {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)})[
-        IMAGE_KEY
-    ]
-    images = pixels.numpy().astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
+    images = parse_example_pixels(serialized).astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
     predictions, _ = client.predict_images(images, model=CHECKED_MODEL)
     by_images = np.stack([p.probabilities for p in predictions])
     problems += _probabilities_problems("Predict predict_images", by_images, len(serialized))

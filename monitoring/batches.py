@@ -22,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from components.dataset import parse_example_pixels
 from components.dataset import read_example_images as examples_images
-from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
+from components.features import IMAGE_HEIGHT, IMAGE_WIDTH
 from serving.client import load_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -45,8 +46,7 @@ def _log_images(request, where: str) -> np.ndarray:
         )
     if "examples" in request.inputs:
         serialized = tf.make_ndarray(request.inputs["examples"]).reshape(-1)
-        spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
-        pixels = tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
+        pixels = parse_example_pixels(serialized)
         return np.clip(pixels, 0, 255).astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
     raise ValueError(f"{where}: a logged request has neither 'images' nor 'examples' inputs")
 

@@ -24,6 +24,7 @@ on any new data, which would read as drift.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -197,12 +198,19 @@ def check_drift(
 
 # --- the reference -------------------------------------------------------------------------------
 def model_predictor(model_dir: str, batch_size: int = 1024) -> Callable[[np.ndarray], np.ndarray]:
-    """images -> probabilities through the exported model's `predict_images` signature."""
-    signature = tf.saved_model.load(model_dir).signatures["predict_images"]
+    """images -> probabilities through the exported model's `predict_images` signature.
+
+    The model is loaded on the first call: a report on logged answers with a
+    cached reference never needs it.
+    """
+
+    @functools.cache
+    def signature():
+        return tf.saved_model.load(model_dir).signatures["predict_images"]
 
     def predict(images: np.ndarray) -> np.ndarray:
         parts = [
-            signature(images=tf.constant(images[i : i + batch_size], tf.uint8))["probabilities"].numpy()
+            signature()(images=tf.constant(images[i : i + batch_size], tf.uint8))["probabilities"].numpy()
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(parts)

@@ -62,18 +62,24 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str)
             group.add_argument(flag, dest=f.name, type=hint, default=None, help=f"(default: {default!r})")
 
 
+def given_fields(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of dataclass `cls` the user gave a flag for (lists of ints become tuples)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {
+        k: (tuple(v) if isinstance(v, list) else v)
+        for k, v in vars(args).items()
+        if v is not None and k in names
+    }
+
+
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     """The default configuration with every flag the user gave applied on top."""
-    given = {k: v for k, v in vars(args).items() if v is not None}
-
-    def pick(cls: type) -> dict[str, Any]:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items() if k in names}
-
     return PipelineConfig(
-        **{k: v for k, v in pick(PipelineConfig).items() if k not in ("training", "evaluation")},
-        training=TrainingConfig(**pick(TrainingConfig)),
-        evaluation=EvaluationConfig(**pick(EvaluationConfig)),
+        **{
+            k: v for k, v in given_fields(args, PipelineConfig).items() if k not in ("training", "evaluation")
+        },
+        training=TrainingConfig(**given_fields(args, TrainingConfig)),
+        evaluation=EvaluationConfig(**given_fields(args, EvaluationConfig)),
     )
 
 
@@ -150,13 +156,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     from monitoring.reference import data_reference, served_model_reference
 
     config = config_from_args(args)
-    drift = DriftConfig(
-        **{
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(DriftConfig)
-            if getattr(args, f.name) is not None
-        }
-    )
+    drift = DriftConfig(**given_fields(args, DriftConfig))
 
     def progress(message: str) -> None:
         print(message, flush=True)

@@ -20,7 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.dataset import MANIFEST_NAME
 from pipeline.config import PipelineConfig
-from pipeline.report import node_id, open_store
+from pipeline.report import accuracy_by_slice, node_id, open_store
 
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -82,6 +82,13 @@ class Lineage:
             if e.last_known_state in done and node_id(self.store, e.id) == node
         ]
 
+    def output_of_consumer(
+        self, artifact: metadata_store_pb2.Artifact, node: str, key: str
+    ) -> metadata_store_pb2.Artifact | None:
+        """What the newest finished execution of `node` that read `artifact` wrote under `key`."""
+        runs = self.consumers(artifact, node)
+        return self.one(runs[-1].id, key, OUTPUT_EVENTS) if runs else None
+
     def node(self, execution: metadata_store_pb2.Execution) -> str:
         return node_id(self.store, execution.id)
 
@@ -141,10 +148,8 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> dict[str, 
     example_gen = lineage.producer(raw_examples)
     schema = lineage.one(transform.id, "schema")
     schema_gen = lineage.producer(schema)
-    statistics_runs = lineage.consumers(raw_examples, "StatisticsGen")
-    statistics = lineage.one(statistics_runs[-1].id, "statistics", OUTPUT_EVENTS) if statistics_runs else None
-    image_runs = lineage.consumers(raw_examples, "ImageFeatureStatistics")
-    image_statistics = lineage.one(image_runs[-1].id, "statistics", OUTPUT_EVENTS) if image_runs else None
+    statistics = lineage.output_of_consumer(raw_examples, "StatisticsGen", "statistics")
+    image_statistics = lineage.output_of_consumer(raw_examples, "ImageFeatureStatistics", "statistics")
 
     chain: dict[str, Any] = {
         "version": version,
@@ -186,8 +191,6 @@ def _gate_facts(lineage: Lineage, pusher: metadata_store_pb2.Execution, key: str
     facts = {"node": lineage.node(gate), "blessed": _properties(blessing).get("blessed") == 1}
     evaluation = lineage.one(gate.id, "evaluation", OUTPUT_EVENTS)
     if evaluation is not None:
-        from pipeline.report import accuracy_by_slice
-
         facts["evaluation_uri"] = evaluation.uri
         facts["accuracy"] = accuracy_by_slice(evaluation.uri).get("accuracy")
     return facts

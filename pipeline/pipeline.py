@@ -113,9 +113,6 @@ def create_pipeline(config: PipelineConfig, orchestrator: str = "local") -> tfx.
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    image_statistics = ImageFeatureStatistics(
-        examples=example_gen.outputs["examples"], bins=DriftConfig().bins
-    )
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]

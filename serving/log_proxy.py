@@ -20,7 +20,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.request_log import RequestLogger
-from serving.server import run_until_terminated
+from serving.server import message_size_options, run_until_terminated
 
 
 class _Forwarder:
@@ -87,10 +87,7 @@ def build_proxy(
     max_message_mb: int = 64,
 ) -> tuple[grpc.Server, int, RequestLogger]:
     """A proxy server (not yet started) forwarding to `upstream`; returns it, its port and its logger."""
-    limit = [
-        ("grpc.max_receive_message_length", max_message_mb * 2**20),
-        ("grpc.max_send_message_length", max_message_mb * 2**20),
-    ]
+    limit = message_size_options(max_message_mb)
     channel = grpc.insecure_channel(upstream, options=limit)
     logger = RequestLogger(request_log_dir, sampling)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=limit)

@@ -21,10 +21,12 @@ examples -> INVALID_ARGUMENT. A bad request never takes the server down.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 
 import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -73,6 +75,29 @@ class ServerConfig:
     request_log_sampling: float = 1.0  # share of Predict requests logged
 
 
+@contextlib.contextmanager
+def grpc_errors(context) -> Iterator[None]:
+    """Answer the store's and the model's errors with TF Serving's status codes (the server keeps serving).
+
+    Unknown model, version or signature -> NOT_FOUND; a request that does not fit
+    (unknown label, wrong input, unparseable tf.Example bytes) -> INVALID_ARGUMENT.
+    """
+    try:
+        yield
+    except ModelNotFoundError as err:
+        context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+    except InvalidRequestError as err:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+    except tf.errors.InvalidArgumentError as err:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+
+
+def message_size_options(max_message_mb: int) -> list[tuple[str, int]]:
+    """gRPC options raising both message limits to `max_message_mb` (a batch of images is large)."""
+    limit = max_message_mb * 2**20
+    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+
+
 def _spec_version(model_spec) -> int | None:
     return model_spec.version.value if model_spec.HasField("version") else None
 
@@ -106,12 +131,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.request_logger = request_logger
 
     def _resolve(self, model_spec, context) -> LoadedVersion:
-        try:
+        with grpc_errors(context):
             return self.store.resolve(model_spec.name, _spec_version(model_spec), _spec_label(model_spec))
-        except ModelNotFoundError as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except InvalidRequestError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
     @staticmethod
     def _fill_spec(response_spec, loaded: LoadedVersion, signature_name: str) -> None:
@@ -122,14 +143,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         loaded = self._resolve(request.model_spec, context)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        try:
+        with grpc_errors(context):
             outputs = loaded.run(signature_name, request.inputs, self.config.max_batch)
-        except ModelNotFoundError as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except InvalidRequestError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except tf.errors.InvalidArgumentError as err:  # e.g. unparseable tf.Example bytes
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         unknown = sorted(set(request.output_filter) - set(outputs))
         if unknown:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
@@ -144,16 +159,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
         loaded = self._resolve(request.model_spec, context)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        try:
+        with grpc_errors(context):
             classes, scores = loaded.classify(
                 signature_name, examples_of(request.input), self.config.max_batch
             )
-        except ModelNotFoundError as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except InvalidRequestError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except tf.errors.InvalidArgumentError as err:  # e.g. an example without the image feature
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         response = classification_pb2.ClassificationResponse()
         self._fill_spec(response.model_spec, loaded, signature_name)
         for example_classes, example_scores in zip(classes, scores, strict=True):
@@ -185,15 +194,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         spec = request.model_spec
-        try:
+        with grpc_errors(context):
             version = _spec_version(spec)
             if _spec_label(spec):
                 version = self.store.resolve(spec.name, label=_spec_label(spec)).version
             states = self.store.status(spec.name, version)
-        except ModelNotFoundError as err:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except InvalidRequestError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         response = get_model_status_pb2.GetModelStatusResponse()
         for version, state in sorted(states.items()):
             status = response.model_version_status.add(
@@ -208,10 +213,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, int]:
     """A started-able gRPC server with both services; returns it and the bound port."""
-    limit = config.max_message_mb * 2**20
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers),
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        options=message_size_options(config.max_message_mb),
     )
     logger = (
         RequestLogger(config.request_log_dir, config.request_log_sampling) if config.request_log_dir else None
