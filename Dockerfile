@@ -20,11 +20,15 @@ WORKDIR /pipeline
 COPY requirements/lock.txt requirements/lock.txt
 RUN pip install --ignore-requires-python -r requirements/lock.txt
 
-# The project: module code the components import by name (components.preprocessing,
-# components.trainer, ...), the pipeline definition, the serving code the ServingCheck
-# starts, and the curated schema (IMAGE_SCHEMA_PATH in pipeline/kubeflow_runner.py).
+# The project: the shared core, the module code the components import by name
+# (components.preprocessing, components.trainer, ...), the pipeline definition, the serving
+# code the ServingCheck starts, the command line, and the curated schema
+# (IMAGE_SCHEMA_PATH in pipeline/kubeflow_runner.py).
 COPY pyproject.toml README.md ./
+COPY cli cli
 COPY components components
+COPY core core
+COPY ingest ingest
 COPY monitoring monitoring
 COPY pipeline pipeline
 COPY serving serving

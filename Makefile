@@ -3,7 +3,7 @@ VENV ?= .venv
 WORKDIR ?= workdir
 BIN := $(VENV)/bin
 
-.PHONY: setup run data pipeline test test-fast lint format bench bench-serving bench-drift clean
+.PHONY: setup run data pipeline test test-fast lint format bench bench-week bench-serving bench-drift clean
 
 setup:
 	@scripts/setup.sh
@@ -25,9 +25,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
 
+## Style, the layering contract (pyproject.toml [tool.importlinter]) and dead code (vulture).
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/vulture
 
 format: setup
 	$(BIN)/ruff format .
@@ -44,6 +47,10 @@ bench-serving: setup
 
 bench-drift: setup
 	$(BIN)/python benchmarks/drift_benchmark.py --workdir $(WORKDIR)
+
+## A week of data: six spans arriving one per run, warm start vs from scratch, two bad days (about an hour).
+bench-week: setup
+	$(BIN)/python benchmarks/continuous_benchmark.py --workdir $(WORKDIR)/bench-week
 
 clean:
 	rm -rf $(WORKDIR)

@@ -26,18 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-import monitoring  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import numpy as np
 
-from components import idx
-from components.dataset import DEBIAN_DIR
+from core import idx
+from core.config import DriftConfig, PipelineConfig
+from ingest.prepare import DEBIAN_DIR
 from monitoring.batches import Batch
 from monitoring.drift import check_drift
 from monitoring.reference import served_model_reference
 from monitoring.shifts import SHIFTS
-from pipeline.config import DriftConfig, PipelineConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CLEAN_SIZES = {200: 10, 500: 10, 1000: 10, 2000: 5, 5000: 3, 10000: 1}
@@ -127,7 +124,7 @@ def main() -> None:
         "command": " ".join(["python benchmarks/drift_benchmark.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
-        "served_version": lineage["version"],
+        "served_version": lineage.version,
         "reference": reference.description,
         "config": drift.__dict__,
         "shifts": shifted,

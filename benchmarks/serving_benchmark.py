@@ -23,19 +23,21 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import serving  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
 # isort: split
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from components.dataset import DEBIAN_DIR  # noqa: E402
-from serving.client import ServingClient, load_images  # noqa: E402
-from serving.model_store import ModelStore  # noqa: E402
-from serving.server import ServerConfig, build_server  # noqa: E402
+from core.config import ServingConfig
+from core.image_files import load_images
+from core.vocabulary import IMAGES_SIGNATURE, MODEL_NAME
+from ingest.prepare import DEBIAN_DIR
+from serving.client import ServingClient
+from serving.server import build_server
+from serving.version_manager import VersionManager
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -96,16 +98,16 @@ def main() -> None:
 
     images = load_images(str(DEBIAN_DIR / "t10k-images-idx3-ubyte.gz"))
 
-    signature = tf.saved_model.load(args.model_dir).signatures["predict_images"]
+    signature = tf.saved_model.load(args.model_dir).signatures[IMAGES_SIGNATURE]
 
     def in_process(batch: np.ndarray):
         return signature(images=tf.constant(batch))
 
     base = Path(tempfile.mkdtemp())
-    shutil.copytree(args.model_dir, base / "fashion_mnist" / "1")
-    store = ModelStore(str(base), poll_seconds=3600)
+    shutil.copytree(args.model_dir, base / MODEL_NAME / "1")
+    store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
-    server, port = build_server(store, ServerConfig(model_base_path=str(base), port=0, workers=8))
+    server, port = build_server(store, ServingConfig(model_base_path=str(base), port=0, workers=8))
     server.start()
     address = f"127.0.0.1:{port}"
     try:

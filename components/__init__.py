@@ -1,12 +1,6 @@
-"""TFX module code and custom components for the Fashion-MNIST pipeline.
+"""TFX module code (preprocessing, model, training) and the project's custom components.
 
-Importing this package pins Keras to the legacy `tf_keras` implementation
-before TensorFlow is imported: TFT 1.16 and TFMA 0.47 are built on it, and the
-mode a process gets otherwise depends on import order.
+Importing this package imports `core` first (it pins Keras before TensorFlow loads).
 """
 
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ INFO/WARNING lines (CUDA probing on a CPU machine) drown the progress output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import core  # noqa: F401

@@ -1,15 +1,13 @@
-"""AnomalyGate: stop the run when ExampleValidator found anomalies.
+"""AnomalyGate: stop the run when ExampleValidator found anomalies against the curated schema.
 
 ExampleValidator only records anomalies; it never stops a pipeline. This
-component reads its output and fails when any split has an anomaly, naming each
-feature and TFDV's description of the broken constraint. Transform and Trainer
-are wired downstream of it (`pipeline/pipeline.py`), so bad data never reaches
-them and nothing is pushed.
+component reads its outputs (the new span's and the gold test set's) and fails
+when any split has an anomaly, naming each feature and TFDV's description of
+the broken constraint. Everything after it (the drift gate, Transform,
+Trainer) is wired downstream of it (`pipeline/pipeline.py`), so bad data never
+reaches them and nothing is pushed.
 """
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
@@ -20,8 +18,10 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from core.errors import PipelineError
 
-class DataAnomaliesError(RuntimeError):
+
+class DataAnomaliesError(PipelineError):
     """The examples break the curated schema; the message lists every anomaly."""
 
 
@@ -73,18 +73,27 @@ def read_anomalies(artifact: types.Artifact) -> dict[str, anomalies_pb2.Anomalie
 
 @component
 def AnomalyGate(
+    examples: InputArtifact[standard_artifacts.Examples],
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     schema: InputArtifact[standard_artifacts.Schema],
+    gold_anomalies: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
 ) -> None:
-    """Raise `DataAnomaliesError` listing every anomaly when any split has one."""
+    """Raise `DataAnomaliesError` listing every anomaly of the new span (`examples`) and the gold test set.
+
+    The span's Examples are an input so that ML Metadata records which span a
+    gate refused (`pipeline/span_plan.py` reads it).
+    """
     curated = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
     problems = [
         line
-        for split, found in read_anomalies(anomalies).items()
+        for artifact in (anomalies, gold_anomalies)
+        if artifact is not None
+        for split, found in read_anomalies(artifact).items()
         for line in describe_anomalies(split, found, curated)
     ]
     if problems:
+        span = examples.get_int_custom_property("span")
         raise DataAnomaliesError(
-            "the data breaks the curated schema; stopped before Transform and Trainer:\n  "
-            + "\n  ".join(problems)
+            f"span {span} or the gold test set breaks the curated schema; stopped before Transform and "
+            "Trainer:\n  " + "\n  ".join(problems)
         )

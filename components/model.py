@@ -4,15 +4,19 @@ Built with `tf.keras` under `TF_USE_LEGACY_KERAS=1`, the Keras that TFT's
 serving layer and TFMA 0.47 are built on.
 """
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import contextlib
 
 import tensorflow as tf
 
-from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES, PIXELS, TRANSFORMED_IMAGE_KEY
-from pipeline.config import TrainingConfig
+from core.config import TrainingConfig
+from core.vocabulary import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    NUM_CLASSES,
+    PIXELS,
+    PROBABILITIES_OUTPUT,
+    TRANSFORMED_IMAGE_KEY,
+)
 
 
 def _conv_block(x: tf.Tensor, filters: int, dropout: float) -> tf.Tensor:
@@ -23,9 +27,6 @@ def _conv_block(x: tf.Tensor, filters: int, dropout: float) -> tf.Tensor:
         x = tf.keras.layers.ReLU()(x)
     x = tf.keras.layers.MaxPooling2D()(x)
     return tf.keras.layers.Dropout(dropout)(x)
-
-
-PRECISIONS = ("auto", "bfloat16", "float32")
 
 
 def cpu_has_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
@@ -39,8 +40,7 @@ def cpu_has_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    """`precision` (one of `core.config.PRECISIONS`) with "auto" decided for this CPU."""
     if precision == "auto":
         return "bfloat16" if cpu_has_bfloat16() else "float32"
     return precision
@@ -58,19 +58,25 @@ def layer_policy(precision: str):
         tf.keras.mixed_precision.set_global_policy(previous)
 
 
-def build_model(config: TrainingConfig, steps_per_epoch: int) -> tf.keras.Model:
+def build_model(
+    config: TrainingConfig,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+) -> tf.keras.Model:
     """A compiled CNN: [batch, 784] floats in, [batch, 10] class probabilities out.
 
     Augmentation (horizontal flips and small shifts, which suit clothing; never
     vertical flips) lives in the model as layers that act only in training.
-    The learning rate follows a cosine decay over the planned epochs. Under
+    The learning rate follows a cosine decay over the planned epochs
+    (`epochs` and `learning_rate` override the config's, for a warm start). Under
     bfloat16 the weights stay float32 and the output layer computes in float32,
     so the served probabilities are float32 either way.
     """
     with layer_policy(config.precision):
         model = _build_layers(config)
     schedule = tf.keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch)
+        learning_rate or config.learning_rate, decay_steps=max(1, (epochs or config.epochs) * steps_per_epoch)
     )
     model.compile(
         optimizer=tf.keras.optimizers.Adam(schedule),
@@ -96,7 +102,7 @@ def _build_layers(config: TrainingConfig) -> tf.keras.Model:
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
     x = tf.keras.layers.Dropout(config.dropout)(x)
-    outputs = tf.keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(
-        x
-    )
+    outputs = tf.keras.layers.Dense(
+        NUM_CLASSES, activation="softmax", dtype="float32", name=PROBABILITIES_OUTPUT
+    )(x)
     return tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")

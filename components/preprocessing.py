@@ -6,12 +6,9 @@ served model receives raw pixels exactly as they are stored and scales them
 itself: training and serving cannot skew.
 """
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import tensorflow as tf
 
-from components.features import IMAGE_KEY, LABEL_KEY, MAX_PIXEL, TRANSFORMED_IMAGE_KEY
+from core.vocabulary import IMAGE_KEY, LABEL_KEY, MAX_PIXEL, TRANSFORMED_IMAGE_KEY
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

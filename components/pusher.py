@@ -1,23 +1,34 @@
-"""An atomic, idempotent Pusher for a TF Serving model directory.
+"""A safe, idempotent Pusher for a TF Serving model directory, on local disks and object stores.
 
-TFX's stock Pusher copies files straight into `<base>/<version>/`, so a crash
-mid-copy leaves a directory TF Serving may try to load, and every rerun of an
-unchanged model pushes a duplicate version. This executor keeps the Pusher's
-contract (blessing check, `pushed`, `pushed_destination` and `pushed_version`
-properties on the PushedModel artifact) and changes two things:
+TFX's stock Pusher copies files straight into `<base>/<version>/`. TF Serving
+takes a version as soon as its numbered directory exists (it aspires every
+child whose name parses as a number, `file_system_storage_path_source.cc`);
+a load that fails because files are still arriving is retried
+`max_num_load_retries` times (5), `load_retry_interval_micros` apart (60 s),
+then the version stays in error. So a version must not appear before it is
+complete. This executor keeps the Pusher's contract (blessing check, `pushed`,
+`pushed_destination` and `pushed_version` properties on the PushedModel
+artifact) and changes how the files land:
 
-- the version is written under a temporary, non-numeric name in the same
-  directory (TF Serving ignores it) and renamed into place when complete;
+- the model is staged under a non-numeric name (`.tmp-*`, which TF Serving
+  skips) and checked against the source (every file, every size);
+- on a local disk the staged directory is renamed into place (atomic);
+- on an object store (`gs://`), where a "rename" copies object by object in
+  listing order, the files are copied into the version directory with
+  `saved_model.pb` last and checked again: until that last object lands, the
+  version has no graph, and a server that tries it fails fast and retries
+  (this project's server does not even try a version without `saved_model.pb`);
 - a model artifact that already has a version there is not pushed again; the
-  existing version is reported instead.
+  existing version is reported instead;
+- a new version is published as the `canary` of the staged rollout
+  (`serving/rollout.py`): the model's entry in `<serving_dir>/models.config`
+  gains it under that label, while `stable` keeps serving.
 """
 
 from __future__ import annotations
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import json
+import logging
 import os
 import time
 import uuid
@@ -26,65 +37,106 @@ from typing import Any
 import tensorflow as tf
 from tfx import types
 from tfx.components.pusher import executor as tfx_pusher
-from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.utils import proto_utils
+
+from core.config import is_uri
+from core.errors import PipelineError
+from core.versions import version_dirs
+from core.vocabulary import SAVED_MODEL_FILE
+from serving.rollout import push_canary
 
 PUSH_RECORD = "fmnist_push.json"
+STAGING_PREFIX = ".tmp-"
 
 
-class PushError(RuntimeError):
-    """The model could not be written to the serving directory; nothing was left behind."""
+class PushError(PipelineError):
+    """The model could not be written to the serving directory; nothing loadable was left behind."""
 
 
-def numeric_versions(base: str) -> list[int]:
-    """Versions TF Serving would load: the all-digit directory names under `base`."""
-    if not fileio.exists(base):
-        return []
-    return sorted(int(name.rstrip("/")) for name in fileio.listdir(base) if name.rstrip("/").isdigit())
+def _files(root: str) -> dict[str, int]:
+    """Relative path -> size of every file under `root` (any TensorFlow filesystem)."""
+    found = {}
+    for directory, _, names in tf.io.gfile.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            found[os.path.relpath(path, root)] = tf.io.gfile.stat(path).length
+    return found
+
+
+def copy_tree(source: str, target: str, last: str = SAVED_MODEL_FILE) -> dict[str, int]:
+    """Copy every file of `source` under `target`, the file `last` after all others; return the files."""
+    files = _files(source)
+    for relative in sorted(files, key=lambda p: (p == last, p)):
+        destination = os.path.join(target, relative)
+        tf.io.gfile.makedirs(os.path.dirname(destination))
+        tf.io.gfile.copy(os.path.join(source, relative), destination, overwrite=True)
+    return files
+
+
+def verify_copy(expected: dict[str, int], target: str) -> None:
+    """Raise PushError unless `target` holds exactly the expected files with the expected sizes."""
+    found = _files(target)
+    if found != expected:
+        differing = sorted(set(found.items()) ^ set(expected.items()))[:5]
+        raise PushError(f"{target}: the copy differs from the model (first differences: {differing})")
 
 
 def version_of_model(base: str, model_uri: str) -> int | None:
     """The version already pushed from this model artifact, if any."""
-    for version in numeric_versions(base):
-        record = os.path.join(base, str(version), PUSH_RECORD)
-        if (
-            fileio.exists(record)
-            and json.loads(io_utils.read_string_file(record)).get("model_uri") == model_uri
-        ):
-            return version
+    for version, path in version_dirs(base).items():
+        record = os.path.join(path, PUSH_RECORD)
+        if tf.io.gfile.exists(record):
+            with tf.io.gfile.GFile(record) as f:
+                if json.loads(f.read()).get("model_uri") == model_uri:
+                    return version
     return None
 
 
+def _remove(path: str) -> None:
+    try:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+    except (OSError, tf.errors.OpError):  # the same failing disk; a server never loads what is left
+        pass
+
+
 def publish_version(model_path: str, base: str, model_uri: str) -> int:
-    """Copy the SavedModel to `<base>/<new version>` atomically; return the version.
+    """Copy the SavedModel to `<base>/<new version>` so that it appears complete; return the version.
 
     The version is the Unix time in seconds, or one more than the newest
     version if that is not larger (two pushes within a second stay ordered).
     """
-    version = max([int(time.time())] + [v + 1 for v in numeric_versions(base)])
-    staging = os.path.join(base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    version = max([int(time.time())] + [v + 1 for v in version_dirs(base)])
+    staging = os.path.join(base, f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    final = os.path.join(base, str(version))
+    published = False
     try:
-        fileio.makedirs(base)
-        io_utils.copy_dir(model_path, staging)
-        io_utils.write_string_file(
-            os.path.join(staging, PUSH_RECORD), json.dumps({"model_uri": model_uri, "version": version})
-        )
-        fileio.rename(staging, os.path.join(base, str(version)))
+        tf.io.gfile.makedirs(base)
+        expected = copy_tree(model_path, staging)
+        record = json.dumps({"model_uri": model_uri, "version": version})
+        with tf.io.gfile.GFile(os.path.join(staging, PUSH_RECORD), "w") as f:
+            f.write(record)
+        expected[PUSH_RECORD] = len(record.encode())
+        verify_copy(expected, staging)
+        if is_uri(base):
+            copy_tree(staging, final)
+            verify_copy(expected, final)
+        else:
+            tf.io.gfile.rename(staging, final)
+        published = True
     except (OSError, tf.errors.OpError) as err:  # disk full, read-only or vanished serving directory
         raise PushError(f"cannot push version {version} to {base}: {err}; nothing was published") from err
     finally:
-        try:
-            if fileio.exists(staging):
-                fileio.rmtree(staging)
-        except (OSError, tf.errors.OpError):  # the same failing disk; a server never loads .tmp-*
-            pass
+        _remove(staging)
+        if not published:
+            _remove(final)
     return version
 
 
 class AtomicPusherExecutor(tfx_pusher.Executor):
-    """Pusher executor with atomic, de-duplicated filesystem pushes."""
+    """Pusher executor with complete-or-absent, de-duplicated filesystem pushes."""
 
     def Do(
         self,
@@ -108,7 +160,11 @@ class AtomicPusherExecutor(tfx_pusher.Executor):
         version = version_of_model(base, model_uri)
         if version is None:
             version = publish_version(model_path, base, model_uri)
-        io_utils.copy_dir(model_path, model_push.uri)
+            rollout = push_canary(
+                os.path.dirname(base.rstrip("/")), os.path.basename(base.rstrip("/")), version
+            )
+            logging.info("version %s pushed as canary; rollout: %s", version, rollout.describe())
+        copy_tree(model_path, model_push.uri)
         self._MarkPushed(
             model_push, pushed_destination=os.path.join(base, str(version)), pushed_version=str(version)
         )

@@ -12,12 +12,8 @@ the same way InfraValidator does (`blessed` property, `INFRA_BLESSED` or
 refuses a model whose blessing is not set.
 """
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import logging
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -26,23 +22,20 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from components.dataset import parse_example_pixels
-from components.features import CLASS_NAMES, IMAGE_HEIGHT, IMAGE_WIDTH
-from serving.client import ServingClient, ServingError
-from serving.model_store import ModelStore
-from serving.server import ServerConfig, build_server
+from core.config import ServingConfig
+from core.errors import ProjectError
+from core.examples import checked_images, parse_example_pixels, read_serialized, split_files
+from core.versions import has_saved_model
+from core.vocabulary import CLASS_NAMES
+from serving.client import ServingClient
+from serving.servable import load_version
+from serving.server import build_server
+from serving.version_manager import VersionManager
 
 log = logging.getLogger(__name__)
 CHECKED_MODEL = "candidate"
+BLESSED_PROPERTY = "blessed"
 BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"
-
-
-def read_examples(file_pattern: str, count: int) -> list[bytes]:
-    """Up to `count` serialized examples from GZIP TFRecords matching `file_pattern`."""
-    files = sorted(tf.io.gfile.glob(file_pattern))
-    if not files:
-        raise ValueError(f"no example files match {file_pattern}")
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
 
 
 def _probabilities_problems(what: str, probabilities: np.ndarray, count: int) -> list[str]:
@@ -57,7 +50,7 @@ def _ask(client: ServingClient, serialized: list[bytes]) -> list[str]:
     """Every RPC the clients use, checked for shape and for agreement between the signatures."""
     by_examples, _ = client.predict_examples(serialized, model=CHECKED_MODEL)
     problems = _probabilities_problems("Predict serving_default", by_examples, len(serialized))
-    images = parse_example_pixels(serialized).astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
+    images = checked_images(parse_example_pixels(serialized), "the eval examples")
     predictions, _ = client.predict_images(images, model=CHECKED_MODEL)
     by_images = np.stack([p.probabilities for p in predictions])
     problems += _probabilities_problems("Predict predict_images", by_images, len(serialized))
@@ -73,26 +66,22 @@ def check_model_serves(model_dir: str, serialized: list[bytes], timeout: float =
     """Serve `model_dir` over loopback gRPC and query it; the problems found (none: it serves)."""
     if not serialized:
         return ["no examples to send"]
-    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+    if not has_saved_model(model_dir):
         return [f"the model does not load: no saved_model.pb in {model_dir}"]
-    with tempfile.TemporaryDirectory(prefix="serving-check-") as base:
-        os.makedirs(os.path.join(base, CHECKED_MODEL))
-        os.symlink(os.path.abspath(model_dir), os.path.join(base, CHECKED_MODEL, "1"))
-        store = ModelStore(base, poll_seconds=3600)
-        store.poll_once()
-        failed = [s.error for s in store.status(CHECKED_MODEL).values() if s.error]
-        if failed:
-            return [f"the model does not load: {failed[0]}"]
-        server, port = build_server(store, ServerConfig(model_base_path=base, port=0))
-        server.start()
-        client = ServingClient(f"127.0.0.1:{port}", timeout=timeout, retries=0)
-        try:
-            return _ask(client, serialized)
-        except ServingError as err:
-            return [f"a request failed: {err}"]
-        finally:
-            client.close()
-            server.stop(grace=None)
+    try:
+        loaded = load_version(CHECKED_MODEL, 1, model_dir)
+    except Exception as err:  # whatever stops a load stops TF Serving's too; the reason is the verdict
+        return [f"the model does not load: {type(err).__name__}: {err}"]
+    server, port = build_server(VersionManager.serving_only([loaded]), ServingConfig(port=0))
+    server.start()
+    client = ServingClient(f"127.0.0.1:{port}", timeout=timeout, retries=0)
+    try:
+        return _ask(client, serialized)
+    except ProjectError as err:
+        return [f"a request failed: {err}"]
+    finally:
+        client.close()
+        server.stop(grace=None)
 
 
 @component
@@ -104,15 +93,15 @@ def ServingCheck(
     num_examples: Parameter[int] = 32,
 ) -> None:
     """Bless the model for pushing only if it serves `num_examples` real examples correctly."""
-    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+    files = split_files(artifact_utils.get_split_uri([examples], split))
     problems = check_model_serves(
-        path_utils.serving_model_path(model.uri), read_examples(pattern, num_examples)
+        path_utils.serving_model_path(model.uri), read_serialized(files, num_examples)
     )
     if problems:
         log.error("serving check failed; the model will not be pushed: %s", "; ".join(problems))
         io_utils.write_string_file(os.path.join(blessing.uri, NOT_BLESSED_FILE), "\n".join(problems))
-        blessing.set_int_custom_property("blessed", 0)
+        blessing.set_int_custom_property(BLESSED_PROPERTY, 0)
         blessing.set_string_custom_property("problems", "; ".join(problems)[:2000])
     else:
         io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE), "")
-        blessing.set_int_custom_property("blessed", 1)
+        blessing.set_int_custom_property(BLESSED_PROPERTY, 1)

@@ -1,25 +1,15 @@
 """TFX Trainer module: `run_fn` fits the CNN and exports it with its serving signatures.
 
 The exported SavedModel carries TFT's transform graph, so every signature takes
-raw data:
-
-- `serving_default`: a batch of serialized `tf.Example` (string [batch]) with
-  the raw `image` feature (784 int64 pixels, 0..255); a `label`, if present, is
-  ignored. Returns `probabilities` (float32 [batch, 10]). TFMA evaluates this one.
-- `predict_images`: raw pixels `images` (uint8 [batch, 28, 28]). Returns
-  `probabilities` (float32 [batch, 10]), `class_ids` (int64 [batch]) and
-  `class_names` (string [batch]).
-- `classify`: TF Serving's Classify contract: serialized `tf.Example`s `inputs`
-  (string [batch]); `classes` (string [batch, 10], the class names) and
-  `scores` (float32 [batch, 10]); its method is marked Classify after export.
+raw data (contracts in `components/signatures.py`); after export the Trainer
+marks the `classify` signature for TF Serving's Classify RPC and writes TF
+Serving warmup requests into the model directory.
 """
 
 from __future__ import annotations
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -27,24 +17,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.features import (
-    CLASS_NAMES,
-    IMAGE_HEIGHT,
-    IMAGE_KEY,
-    IMAGE_WIDTH,
-    LABEL_KEY,
-    PIXELS,
-    TRANSFORMED_IMAGE_KEY,
-)
 from components.model import build_model
-from pipeline.config import TrainingConfig
+from components.signatures import make_serving_signatures
+from core.config import TrainingConfig
+from core.vocabulary import CLASSIFY_SIGNATURE, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 from serving.export import mark_classify_method
 from serving.warmup import write_warmup
 
 TRAINING_CONFIG_KEY = "training"
-SERVING_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "predict_images"
-CLASSIFY_SIGNATURE = "classify"
 
 
 def training_config_from(custom_config: dict | None) -> TrainingConfig:
@@ -83,16 +63,6 @@ def load_transformed(
     return np.concatenate(images), np.concatenate(labels)
 
 
-def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
-    """A random validation slice carved from the training split (never from the test split)."""
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = int(len(images) * fraction)
-    if n_val == 0:
-        return (images[order], labels[order]), None
-    val, train = order[:n_val], order[n_val:]
-    return (images[train], labels[train]), (images[val], labels[val])
-
-
 def make_dataset(
     images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool, seed: int
 ) -> tf.data.Dataset:
@@ -102,75 +72,59 @@ def make_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput) -> dict:
-    """The exported signatures (see the module docstring for their contracts).
+def warm_start_from(model: tf.keras.Model, base_model_dir: str) -> str | None:
+    """Copy the weights of the model at `base_model_dir` into `model`; None if done, else why not.
 
-    The model is called with `training=False`: Keras' random augmentation
-    layers default to training mode when called without it, and would flip
-    and shift served images.
+    The base is the model serving now (TFX's `base_model` input). A base with
+    another architecture (the recipe changed) cannot be copied: the model then
+    trains from scratch.
     """
-    model.tft_layer = tf_transform_output.transform_features_layer()
-    raw_spec = tf_transform_output.raw_feature_spec()
-    raw_spec.pop(LABEL_KEY, None)
-    class_names = tf.constant(CLASS_NAMES)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = model.tft_layer(tf.io.parse_example(serialized, raw_spec))
-        return {"probabilities": model(transformed[TRANSFORMED_IMAGE_KEY], training=False)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def classify_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = serve_examples(serialized)["probabilities"]
-        classes = tf.tile(class_names[tf.newaxis], [tf.shape(probabilities)[0], 1])
-        return {"classes": classes, "scores": probabilities}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_HEIGHT, IMAGE_WIDTH], tf.uint8, name="images")])
-    def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        raw = {IMAGE_KEY: tf.reshape(tf.cast(images, tf.int64), [-1, PIXELS])}
-        probabilities = model(model.tft_layer(raw)[TRANSFORMED_IMAGE_KEY], training=False)
-        class_ids = tf.argmax(probabilities, axis=1)
-        return {
-            "probabilities": probabilities,
-            "class_ids": class_ids,
-            "class_names": tf.gather(class_names, class_ids),
-        }
-
-    return {
-        SERVING_SIGNATURE: serve_examples.get_concrete_function(),
-        IMAGES_SIGNATURE: serve_images.get_concrete_function(),
-        CLASSIFY_SIGNATURE: classify_examples.get_concrete_function(),
-    }
+    base = tf.keras.models.load_model(base_model_dir, compile=False)
+    try:
+        model.set_weights(base.get_weights())
+    except ValueError as err:
+        return f"the served model's architecture differs ({err})"
+    return None
 
 
 def run_fn(fn_args: FnArgs) -> None:
-    """TFX Trainer entry point: train on the transformed train split, export to `serving_model_dir`."""
+    """TFX Trainer entry point: train on the window's transformed train splits, export to `serving_model_dir`.
+
+    Early stopping watches each span's own `eval` split (ImportExampleGen's
+    hash split), never the gold test set. With `warm_start` and a model
+    serving now (`fn_args.base_model`), training starts from its weights and
+    runs `warm_start_epochs` at `warm_start_learning_rate`.
+    """
     config = training_config_from(fn_args.custom_config)
     tf.keras.utils.set_random_seed(config.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-
-    images, labels = load_transformed(fn_args.train_files, tf_transform_output)
-    (train_x, train_y), validation = split_validation(images, labels, config.validation_fraction, config.seed)
+    train_x, train_y = load_transformed(fn_args.train_files, tf_transform_output)
+    validation = load_transformed(fn_args.eval_files, tf_transform_output)
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
 
-    model = build_model(config, steps_per_epoch)
-    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
-    validation_data = None
-    if validation is not None:
-        validation_data = make_dataset(*validation, config.batch_size, shuffle=False, seed=config.seed)
-        callbacks.append(
-            tf.keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                patience=config.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
+    epochs, model = config.epochs, None
+    if config.warm_start and fn_args.base_model:
+        epochs = config.warm_start_epochs
+        model = build_model(config, steps_per_epoch, epochs, config.warm_start_learning_rate)
+        why_not = warm_start_from(model, fn_args.base_model)
+        if why_not:
+            logging.warning("no warm start: %s; training from scratch", why_not)
+            epochs, model = config.epochs, None
+        else:
+            logging.info("warm start from %s: %d epochs", fn_args.base_model, epochs)
+    model = model or build_model(config, steps_per_epoch)
+    callbacks = [
+        tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+        tf.keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=config.early_stopping_patience, restore_best_weights=True
+        ),
+    ]
     model.fit(
         make_dataset(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed).repeat(),
-        validation_data=validation_data,
-        epochs=config.epochs,
+        validation_data=make_dataset(*validation, config.batch_size, shuffle=False, seed=config.seed),
+        epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=2,

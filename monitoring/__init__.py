@@ -1,10 +1,6 @@
 """Watching the served model's inputs: data-drift reports against its training data.
 
-Importing this package pins Keras to `tf_keras` before TensorFlow is imported
-(see `components/__init__.py` for why).
+Importing this package imports `core` first (it pins Keras before TensorFlow loads).
 """
 
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import core  # noqa: F401

@@ -31,23 +31,20 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import monitoring  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from components.features import CLASS_NAMES
-from components.image_features import binned, binned_features
+from core.config import DriftConfig
+from core.errors import InputError
+from core.image_features import binned, binned_features, mean_image
+from core.vocabulary import CLASS_NAMES, IMAGES_INPUT, IMAGES_SIGNATURE, PROBABILITIES_OUTPUT
 from monitoring.batches import Batch
-from pipeline.config import DriftConfig
 
 PREDICTED_CLASS = "predicted_class"
 CONFIDENCE = "confidence"
-MODEL_FEATURES = (PREDICTED_CLASS, CONFIDENCE)
 CACHE_FORMAT = "1"  # bump when features or binning change, so old cached references are not reused
 
 
@@ -84,11 +81,22 @@ class DriftResult:
         return [f for f in self.features if f.drifted]
 
 
-def jsd_threshold(n: int, config: DriftConfig) -> float:
+def effective_size(batch_images: int, reference_images: int) -> float:
+    """The sample size that sets the noise of a distance between two samples: 1 / (1/n + 1/m).
+
+    Two empirical samples differ by chance through both: against a large
+    reference (the training window) this is about the batch size; between two
+    small samples (canary traffic against stable traffic) it is smaller, and
+    the thresholds widen accordingly.
+    """
+    return 1.0 / (1.0 / batch_images + 1.0 / max(reference_images, 1))
+
+
+def jsd_threshold(n: float, config: DriftConfig) -> float:
     return config.jsd_base + config.jsd_per_image / n
 
 
-def linf_threshold(n: int, config: DriftConfig) -> float:
+def linf_threshold(n: float, config: DriftConfig) -> float:
     return config.linf_base + config.linf_per_sqrt_image / math.sqrt(n)
 
 
@@ -127,7 +135,7 @@ def merge_statistics(
 def compare(
     batch: statistics_pb2.DatasetFeatureStatisticsList,
     reference: statistics_pb2.DatasetFeatureStatisticsList,
-    images: int,
+    images: float,
     config: DriftConfig,
 ) -> list[FeatureDrift]:
     """TFDV's drift comparison of every feature present in both, with size-aware thresholds."""
@@ -168,7 +176,7 @@ def check_drift(
     """Compare `batch` with `reference`; `predict` (images -> probabilities) adds the model features."""
     n = len(batch.images)
     if n < config.min_images:
-        raise ValueError(
+        raise InputError(
             f"{batch.source}: {n} images; at least {config.min_images} are needed to judge drift"
         )
     probabilities = batch.probabilities
@@ -179,19 +187,23 @@ def check_drift(
     )
     frame = feature_frame(batch.images, probabilities if has_model_reference else None, config.bins)
     batch_statistics = statistics_of(frame)
-    features = compare(batch_statistics, reference.statistics, n, config)
-    jsd = f"{config.jsd_base:g} + {config.jsd_per_image:g}/n = {jsd_threshold(n, config):.4f}"
-    linf = f"{config.linf_base:g} + {config.linf_per_sqrt_image:g}/sqrt(n) = {linf_threshold(n, config):.4f}"
+    size = effective_size(n, reference.images)
+    features = compare(batch_statistics, reference.statistics, size, config)
+    jsd = f"{config.jsd_base:g} + {config.jsd_per_image:g}/n = {jsd_threshold(size, config):.4f}"
+    linf = (
+        f"{config.linf_base:g} + {config.linf_per_sqrt_image:g}/sqrt(n) = {linf_threshold(size, config):.4f}"
+    )
     rule = (
         f"drift when TFDV flags any feature: a Jensen-Shannon divergence above {jsd}, or a "
-        f"predicted-class L-infinity distance above {linf} (n = {n} images)"
+        f"predicted-class L-infinity distance above {linf} (n = 1/(1/{n} + 1/{reference.images}) = "
+        f"{size:.0f}: {n} images against a reference of {reference.images})"
     )
     return DriftResult(
         drifted=any(f.drifted for f in features),
         rule=rule,
         features=features,
         batch_statistics=batch_statistics,
-        batch_mean_image=batch.images.mean(axis=0) / 255.0,
+        batch_mean_image=mean_image(batch.images),
         images=n,
     )
 
@@ -206,11 +218,13 @@ def model_predictor(model_dir: str, batch_size: int = 1024) -> Callable[[np.ndar
 
     @functools.cache
     def signature():
-        return tf.saved_model.load(model_dir).signatures["predict_images"]
+        return tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
 
     def predict(images: np.ndarray) -> np.ndarray:
         parts = [
-            signature()(images=tf.constant(images[i : i + batch_size], tf.uint8))["probabilities"].numpy()
+            signature()(**{IMAGES_INPUT: tf.constant(images[i : i + batch_size], tf.uint8)})[
+                PROBABILITIES_OUTPUT
+            ].numpy()
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(parts)
@@ -227,7 +241,7 @@ def build_reference(
 ) -> Reference:
     """Statistics of the training images' features, and of the model's answers on held-out images."""
     statistics = statistics_of(feature_frame(training_images, None, config.bins))
-    reference = Reference(statistics, training_images.mean(axis=0) / 255.0, description, len(training_images))
+    reference = Reference(statistics, mean_image(training_images), description, len(training_images))
     return with_model_outputs(reference, held_out_images, predict, config)
 
 
@@ -237,7 +251,12 @@ def with_model_outputs(
     """Add the statistics of the model's answers on held-out images to a reference, if there is a model."""
     if predict is None or held_out_images is None:
         return reference
-    answers = statistics_of(pd.DataFrame(model_columns(predict(held_out_images), config.bins)))
+    return with_answers(reference, predict(held_out_images), config)
+
+
+def with_answers(reference: Reference, probabilities: np.ndarray, config: DriftConfig) -> Reference:
+    """Add the statistics of given model answers (e.g. logged ones) to a reference."""
+    answers = statistics_of(pd.DataFrame(model_columns(probabilities, config.bins)))
     return dataclasses.replace(reference, statistics=merge_statistics(reference.statistics, answers))
 
 

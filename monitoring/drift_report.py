@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.features import CLASS_NAMES
+from core.vocabulary import CLASS_NAMES
 from monitoring.drift import PREDICTED_CLASS, DriftResult, Reference
 
 MAX_FEATURE_PLOTS = 8
@@ -83,27 +83,33 @@ def _mean_images(result: DriftResult, reference: Reference) -> str:
     return _png(fig)
 
 
-def summary(result: DriftResult, reference: Reference, source: str, lineage: dict | None) -> dict[str, Any]:
+def summary(
+    result: DriftResult, reference: Reference, source: str, served_version: int | None
+) -> dict[str, Any]:
     return {
         "verdict": "drift" if result.drifted else "no drift",
         "drifted": result.drifted,
         "rule": result.rule,
         "batch": {"source": source, "images": result.images},
         "reference": {"description": reference.description, "images": reference.images},
-        "served_version": lineage["version"] if lineage else None,
+        "served_version": served_version,
         "drifted_features": [f.feature for f in result.drifted_features],
         "features": [f.__dict__ for f in result.features],
     }
 
 
 def write_report(
-    result: DriftResult, reference: Reference, source: str, output_dir: str, lineage: dict | None = None
+    result: DriftResult,
+    reference: Reference,
+    source: str,
+    output_dir: str,
+    served_version: int | None = None,
 ) -> dict[str, str]:
     """Write the HTML report, the JSON summary and TFDV's comparison view; return their paths."""
     import tensorflow_data_validation as tfdv
 
     os.makedirs(output_dir, exist_ok=True)
-    data = summary(result, reference, source, lineage)
+    data = summary(result, reference, source, served_version)
     paths = {name: os.path.join(output_dir, name) for name in (REPORT_FILE, SUMMARY_FILE, FACETS_FILE)}
     with open(paths[SUMMARY_FILE], "w") as f:
         json.dump(data, f, indent=2)

@@ -1,11 +1,6 @@
-"""Wiring, configuration, runners, run report and CLI of the Fashion-MNIST TFX pipeline.
+"""The TFX pipeline: wiring, runners, ML Metadata access, the run report and lineage.
 
-Importing this package pins Keras to `tf_keras` before TensorFlow is imported
-(see `components/__init__.py` for why).
+Importing this package imports `core` first (it pins Keras before TensorFlow loads).
 """
 
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ INFO/WARNING lines (CUDA probing on a CPU machine) drown the progress output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import core  # noqa: F401

@@ -11,15 +11,13 @@ local configuration is not used.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig, replace
 from pipeline.pipeline import create_pipeline
 
-DEFAULT_IMAGE = "europe-docker.pkg.dev/YOUR_PROJECT/fmnist/pipeline:latest"
 IMAGE_SCHEMA_PATH = "/pipeline/schema/schema.pbtxt"  # where the Dockerfile puts schema/
 
 
@@ -28,7 +26,7 @@ def compile_kubeflow_v2(config: PipelineConfig, image: str, output_path: str) ->
 
     Kubeflow names allow only `[a-z0-9-]`, so `fashion_mnist` becomes `fashion-mnist`.
     """
-    config = dataclasses.replace(config, pipeline_name=config.pipeline_name.replace("_", "-"))
+    config = replace(config, pipeline_name=config.pipeline_name.replace("_", "-"))
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),

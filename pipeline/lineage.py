@@ -1,124 +1,100 @@
-"""Who made a pushed model: its lineage, read from MLMD (`fmnist lineage`).
+"""Who made a pushed model: its lineage, read from ML Metadata (`fmnist lineage`, the drift reference).
 
 From a pushed version the chain is walked backwards through MLMD events:
-Pusher -> Evaluator (metrics, blessing) and ServingCheck -> Trainer
-(hyperparameters, module code fingerprint) -> Transform -> ImportSchemaGen
-(the curated schema file) and ImportExampleGen (input fingerprint, the source
-IDX checksums from the data manifest) -> StatisticsGen (the training
-statistics) and ImageFeatureStatistics (the image-feature statistics of the
-training split: the drift report's default reference).
+Pusher -> Evaluator (metrics, blessing, the served model it was measured
+against) and ServingCheck -> Trainer (hyperparameters, module code
+fingerprint, the model it was warm-started from) -> Transform -> the spans of
+its training window, each from SpanExampleGen (input fingerprint, the span's
+manifest: where it came from and the SHA-256 of each file) -> the curated
+schema (ImportSchemaGen) and the image-feature statistics of the window
+(TrainingWindowImageStatistics: the drift report's default reference).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ml_metadata.metadata_store import metadata_store as mlmd
+import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
-from components.dataset import MANIFEST_NAME
-from pipeline.config import PipelineConfig
-from pipeline.report import accuracy_by_slice, node_id, open_store
+from core.config import PipelineConfig
+from core.errors import InputError
+from core.vocabulary import MANIFEST_NAME
+from pipeline import nodes
+from pipeline.metadata import OUTPUT_EVENTS, Metadata, open_store, properties, span_of
+from pipeline.report import accuracy_by_slice
+from serving.rollout import served_version
 
-OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 
-
-class LineageError(LookupError):
+class LineageError(InputError):
     """The version or a link of its chain is not in this pipeline's MLMD store."""
 
 
-def _value(value: metadata_store_pb2.Value) -> Any:
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
+@dataclass(frozen=True)
+class GateFacts:
+    """A gate the pushed model passed: which node, whether it blessed, and what it measured."""
+
+    node: str | None = None
+    blessed: bool = False
+    evaluation_uri: str | None = None
+    accuracy: float | None = None
+    baseline_model_uri: str | None = None  # the served model it was measured against
 
 
-def _properties(item) -> dict[str, Any]:
-    values = {k: _value(v) for k, v in item.custom_properties.items()}
-    values.update({k: _value(v) for k, v in item.properties.items()})
-    return values
+@dataclass(frozen=True)
+class SpanFacts:
+    """One span of the training window: its examples and where they came from."""
+
+    span: int
+    examples_uri: str
+    example_gen_execution: int | None
+    input_fingerprint: str | None
+    source: str | None  # from the span's manifest
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
 
-class Lineage:
-    """Navigation over one MLMD store: producers and inputs of artifacts and executions."""
+@dataclass(frozen=True)
+class LineageChain:
+    """The chain behind one pushed version, newest step first."""
 
-    def __init__(self, store: mlmd.MetadataStore):
-        self.store = store
+    version: int
+    pushed_destination: str
+    pusher_execution: int
+    model_uri: str
+    trainer_execution: int
+    hyperparameters: dict[str, Any]
+    code_fingerprint: str | None
+    warm_started_from: str | None
+    evaluation: GateFacts
+    serving_check: GateFacts
+    transform_execution: int
+    transform_graph_uri: str
+    schema_uri: str
+    schema_file: str | None
+    spans: list[SpanFacts]
+    gold_examples_uri: str | None
+    data_dir: str | None
+    source_checksums: dict[str, str] = field(default_factory=dict)
+    image_statistics_uri: str | None = None
+    image_statistics_bins: int | None = None
 
-    def producer(self, artifact: metadata_store_pb2.Artifact) -> metadata_store_pb2.Execution:
-        events = [e for e in self.store.get_events_by_artifact_ids([artifact.id]) if e.type in OUTPUT_EVENTS]
-        if not events:
-            raise LineageError(f"artifact {artifact.id} ({artifact.type}) has no producing execution")
-        return self.store.get_executions_by_id([events[0].execution_id])[0]
-
-    def artifacts(self, execution_id: int, key: str, kinds=INPUT_EVENTS) -> list[metadata_store_pb2.Artifact]:
-        """The artifacts an execution read (or, with `OUTPUT_EVENTS`, wrote) under one key."""
-        ids = [
-            e.artifact_id
-            for e in self.store.get_events_by_execution_ids([execution_id])
-            if e.type in kinds and e.path.steps and e.path.steps[0].key == key
-        ]
-        return self.store.get_artifacts_by_id(ids) if ids else []
-
-    def one(self, execution_id: int, key: str, kinds=INPUT_EVENTS) -> metadata_store_pb2.Artifact | None:
-        found = self.artifacts(execution_id, key, kinds)
-        return found[0] if found else None
-
-    def consumers(
-        self, artifact: metadata_store_pb2.Artifact, node: str
-    ) -> list[metadata_store_pb2.Execution]:
-        """Completed or cached executions of `node` that read `artifact`."""
-        ids = [
-            e.execution_id
-            for e in self.store.get_events_by_artifact_ids([artifact.id])
-            if e.type in INPUT_EVENTS
-        ]
-        done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-        return [
-            e
-            for e in self.store.get_executions_by_id(ids)
-            if e.last_known_state in done and node_id(self.store, e.id) == node
-        ]
-
-    def output_of_consumer(
-        self, artifact: metadata_store_pb2.Artifact, node: str, key: str
-    ) -> metadata_store_pb2.Artifact | None:
-        """What the newest finished execution of `node` that read `artifact` wrote under `key`."""
-        runs = self.consumers(artifact, node)
-        return self.one(runs[-1].id, key, OUTPUT_EVENTS) if runs else None
-
-    def node(self, execution: metadata_store_pb2.Execution) -> str:
-        return node_id(self.store, execution.id)
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def pushed_models(store: mlmd.MetadataStore) -> dict[int, metadata_store_pb2.Artifact]:
-    """Every pushed version recorded in the store, by version number."""
-    found = {}
-    for artifact in store.get_artifacts_by_type("PushedModel"):
-        props = _properties(artifact)
-        if props.get("pushed") == 1 and str(props.get("pushed_version", "")).isdigit():
-            found[int(props["pushed_version"])] = artifact
-    return found
-
-
-def served_version(config: PipelineConfig) -> int | None:
-    """The version TF Serving's "latest" policy serves: the highest numeric directory pushed."""
-    directory = config.model_serving_dir
-    if not os.path.isdir(directory):
-        return None
-    versions = [int(v) for v in os.listdir(directory) if v.isdigit()]
-    return max(versions, default=None)
-
-
-def _manifest_checksums(input_base: str) -> dict[str, str]:
-    """SHA-256 of the source IDX files, from the manifest `fmnist data prepare` wrote beside the data."""
-    path = os.path.join(input_base, MANIFEST_NAME)
-    if not os.path.isfile(path):
+def _read_json(path: str) -> dict[str, Any]:
+    if not tf.io.gfile.exists(path):
         return {}
-    with open(path) as f:
-        splits = json.load(f).get("splits", {})
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _manifest_checksums(data_dir: str) -> dict[str, str]:
+    """SHA-256 of the source IDX files, from the manifest `fmnist data prepare` wrote beside the data."""
+    splits = _read_json(os.path.join(data_dir, MANIFEST_NAME)).get("splits", {})
     return {
         f"{split} {kind}": digest
         for split, facts in splits.items()
@@ -126,96 +102,120 @@ def _manifest_checksums(input_base: str) -> dict[str, str]:
     }
 
 
-def lineage_of(config: PipelineConfig, version: int | None = None) -> dict[str, Any]:
-    """The chain behind pushed `version` (default: the served one), as plain data."""
-    if not os.path.exists(config.metadata_path):
-        raise LineageError(f"{config.metadata_path}: no MLMD store; run the pipeline first")
-    store = open_store(config)
-    version = version if version is not None else served_version(config)
-    pushed = pushed_models(store)
+def _required(found, what: str, version: int):
+    if found is None:
+        raise LineageError(f"version {version}: the store has no {what} on its chain")
+    return found
+
+
+def _span_facts(metadata: Metadata, examples: metadata_store_pb2.Artifact, data_dir: str | None) -> SpanFacts:
+    example_gen = metadata.producer(examples)
+    span = span_of(examples)
+    manifest = _read_json(os.path.join(data_dir, f"span-{span}", MANIFEST_NAME)) if data_dir else {}
+    return SpanFacts(
+        span=span,
+        examples_uri=examples.uri,
+        example_gen_execution=example_gen.id if example_gen else None,
+        input_fingerprint=properties(examples).get("input_fingerprint"),
+        source=manifest.get("source"),
+        file_sha256=manifest.get("files", {}),
+    )
+
+
+def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageChain:
+    """The chain behind pushed `version` (default: the one serving production, the `stable` label)."""
+    metadata = Metadata(open_store(config), config.pipeline_name)
+    version = version if version is not None else served_version(config.serving_dir, config.model_name)
+    pushed = metadata.pushed_models()
     if version not in pushed:
         raise LineageError(
             f"version {version} was not pushed by the pipeline whose store is {config.metadata_path} "
             f"(pushed versions there: {sorted(pushed)})"
         )
-    lineage = Lineage(store)
-    pusher = lineage.producer(pushed[version])
-    model = lineage.one(pusher.id, "model")
-    trainer = lineage.producer(model)
-    transform_graph = lineage.one(trainer.id, "transform_graph")
-    transform = lineage.producer(transform_graph)
-    raw_examples = lineage.one(transform.id, "examples")
-    example_gen = lineage.producer(raw_examples)
-    schema = lineage.one(transform.id, "schema")
-    schema_gen = lineage.producer(schema)
-    statistics = lineage.output_of_consumer(raw_examples, "StatisticsGen", "statistics")
-    image_statistics = lineage.output_of_consumer(raw_examples, "ImageFeatureStatistics", "statistics")
-
-    chain: dict[str, Any] = {
-        "version": version,
-        "pushed": {
-            "destination": _properties(pushed[version]).get("pushed_destination"),
-            "execution": pusher.id,
-        },
-        "model": {"uri": model.uri, "trainer_execution": trainer.id, **_trainer_facts(trainer)},
-        "evaluation": _gate_facts(lineage, pusher, "model_blessing"),
-        "serving_check": _gate_facts(lineage, pusher, "infra_blessing"),
-        "transform": {"execution": transform.id, "transform_graph": transform_graph.uri},
-        "schema": {"uri": schema.uri, "schema_file": _properties(schema_gen).get("schema_file")},
-        "examples": {
-            "uri": raw_examples.uri,
-            "execution": example_gen.id,
-            "input_base": _properties(example_gen).get("input_base"),
-            "input_fingerprint": _properties(example_gen).get("input_fingerprint"),
-            "source_checksums": _manifest_checksums(_properties(example_gen).get("input_base", "")),
-        },
-        "statistics": {"uri": statistics.uri if statistics else None},
-        "image_statistics": {
-            "uri": image_statistics.uri if image_statistics else None,
-            "bins": _properties(image_statistics).get("bins") if image_statistics else None,
-        },
-    }
-    return chain
-
-
-def _trainer_facts(trainer: metadata_store_pb2.Execution) -> dict[str, Any]:
-    config = json.loads(_properties(trainer).get("custom_config") or "{}")
-    return {"hyperparameters": config.get("training", {}), "code_fingerprint": config.get("code_fingerprint")}
+    pusher = _required(metadata.producer(pushed[version]), "Pusher execution", version)
+    model = _required(metadata.one(pusher.id, "model"), "model", version)
+    trainer = _required(metadata.producer(model), "Trainer execution", version)
+    transform_graph = _required(metadata.one(trainer.id, "transform_graph"), "transform graph", version)
+    transform = _required(metadata.producer(transform_graph), "Transform execution", version)
+    window = sorted(metadata.artifacts(transform.id, "examples"), key=span_of)
+    _required(window or None, "training examples", version)
+    schema = _required(metadata.one(transform.id, "schema"), "schema", version)
+    schema_gen = metadata.producer(schema)
+    statistics = metadata.consumer_of_all(window, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, "examples")
+    image_statistics = metadata.one(statistics.id, "statistics", OUTPUT_EVENTS) if statistics else None
+    trainer_config = json.loads(properties(trainer).get("custom_config") or "{}")
+    base_model = metadata.one(trainer.id, "base_model")
+    data_dir = properties(metadata.producer(window[-1]) or trainer).get("input_base")
+    evaluation = _gate_facts(metadata, pusher, "model_blessing")
+    evaluator = metadata.producer(metadata.one(pusher.id, "model_blessing")) if evaluation.node else None
+    gold = metadata.one(evaluator.id, "examples") if evaluator else None
+    return LineageChain(
+        version=version,
+        pushed_destination=properties(pushed[version]).get("pushed_destination"),
+        pusher_execution=pusher.id,
+        model_uri=model.uri,
+        trainer_execution=trainer.id,
+        hyperparameters=trainer_config.get("training", {}),
+        code_fingerprint=trainer_config.get("code_fingerprint"),
+        warm_started_from=base_model.uri if base_model else None,
+        evaluation=evaluation,
+        serving_check=_gate_facts(metadata, pusher, "infra_blessing"),
+        transform_execution=transform.id,
+        transform_graph_uri=transform_graph.uri,
+        schema_uri=schema.uri,
+        schema_file=properties(schema_gen).get("schema_file") if schema_gen else None,
+        spans=[_span_facts(metadata, examples, data_dir) for examples in window],
+        gold_examples_uri=gold.uri if gold else None,
+        data_dir=data_dir,
+        source_checksums=_manifest_checksums(data_dir) if data_dir else {},
+        image_statistics_uri=image_statistics.uri if image_statistics else None,
+        image_statistics_bins=properties(image_statistics).get("bins") if image_statistics else None,
+    )
 
 
-def _gate_facts(lineage: Lineage, pusher: metadata_store_pb2.Execution, key: str) -> dict[str, Any]:
-    blessing = lineage.one(pusher.id, key)
-    if blessing is None:
-        return {}
-    gate = lineage.producer(blessing)
-    facts = {"node": lineage.node(gate), "blessed": _properties(blessing).get("blessed") == 1}
-    evaluation = lineage.one(gate.id, "evaluation", OUTPUT_EVENTS)
-    if evaluation is not None:
-        facts["evaluation_uri"] = evaluation.uri
-        facts["accuracy"] = accuracy_by_slice(evaluation.uri).get("accuracy")
-    return facts
+def _gate_facts(metadata: Metadata, pusher: metadata_store_pb2.Execution, key: str) -> GateFacts:
+    blessing = metadata.one(pusher.id, key)
+    gate = metadata.producer(blessing) if blessing is not None else None
+    if gate is None:
+        return GateFacts()
+    evaluation = metadata.one(gate.id, "evaluation", OUTPUT_EVENTS)
+    baseline = metadata.one(gate.id, "baseline_model")
+    return GateFacts(
+        node=metadata.node_of(gate.id),
+        blessed=properties(blessing).get("blessed") == 1,
+        evaluation_uri=evaluation.uri if evaluation is not None else None,
+        accuracy=accuracy_by_slice(evaluation.uri).get("accuracy") if evaluation is not None else None,
+        baseline_model_uri=baseline.uri if baseline is not None else None,
+    )
 
 
-def format_lineage(chain: dict[str, Any]) -> str:
+def format_lineage(chain: LineageChain) -> str:
     """The chain as indented lines, newest step first."""
-    model, evaluation, examples = chain["model"], chain["evaluation"], chain["examples"]
-    blessed = "yes" if evaluation.get("blessed") else "no"
-    accuracy = f"{evaluation['accuracy']:.4f}" if evaluation.get("accuracy") is not None else "unknown"
+    evaluation = chain.evaluation
+    accuracy = f"{evaluation.accuracy:.4f}" if evaluation.accuracy is not None else "unknown"
+    against = evaluation.baseline_model_uri or "nothing (the first model)"
     lines = [
-        f"version {chain['version']} at {chain['pushed']['destination']}",
-        f"  pushed by Pusher (execution {chain['pushed']['execution']})",
-        f"  evaluated by {evaluation.get('node', '?')}: accuracy " f"{accuracy}, blessed {blessed}",
-        f"  serving check: {'passed' if chain['serving_check'].get('blessed') else 'not run or failed'}",
-        f"  trained by Trainer (execution {model['trainer_execution']}): {model['uri']}",
-        f"    hyperparameters: {json.dumps(model['hyperparameters'], sort_keys=True)}",
-        f"    module code fingerprint: {model['code_fingerprint']}",
-        f"  transformed by Transform (execution {chain['transform']['execution']})",
-        f"  schema: {chain['schema']['schema_file']}",
-        f"  examples from ImportExampleGen (execution {examples['execution']}): {examples['input_base']}",
-        f"    input fingerprint: {str(examples['input_fingerprint']).replace(chr(10), '; ')}",
+        f"version {chain.version} at {chain.pushed_destination}",
+        f"  pushed by Pusher (execution {chain.pusher_execution})",
+        f"  evaluated by {evaluation.node or '?'} on the gold test set {chain.gold_examples_uri}: "
+        f"accuracy {accuracy}, blessed {'yes' if evaluation.blessed else 'no'}",
+        f"    measured against the served model {against}",
+        f"  serving check: {'passed' if chain.serving_check.blessed else 'not run or failed'}",
+        f"  trained by Trainer (execution {chain.trainer_execution}): {chain.model_uri}",
+        f"    warm-started from: {chain.warm_started_from or 'nothing (trained from scratch)'}",
+        f"    hyperparameters: {json.dumps(chain.hyperparameters, sort_keys=True)}",
+        f"    module code fingerprint: {chain.code_fingerprint}",
+        f"  transformed by Transform (execution {chain.transform_execution}): {chain.transform_graph_uri}",
+        f"  schema: {chain.schema_file} (artifact {chain.schema_uri})",
+        f"  training window: spans {[s.span for s in chain.spans]} of {chain.data_dir}",
     ]
-    for name, checksum in sorted((examples.get("source_checksums") or {}).items()):
-        lines.append(f"    source {name}: {checksum}")
-    lines.append(f"  training statistics (StatisticsGen): {chain['statistics']['uri']}")
-    lines.append(f"  image-feature statistics (ImageFeatureStatistics): {chain['image_statistics']['uri']}")
+    for span in chain.spans:
+        lines.append(
+            f"    span {span.span} (SpanExampleGen execution {span.example_gen_execution}): "
+            f"{span.source or 'no manifest'} -> {span.examples_uri}"
+        )
+        lines.extend(f"      {name}: sha256 {digest}" for name, digest in sorted(span.file_sha256.items()))
+    for name, checksum in sorted(chain.source_checksums.items()):
+        lines.append(f"  source {name}: sha256 {checksum}")
+    lines.append(f"  image-feature statistics of the window: {chain.image_statistics_uri}")
     return "\n".join(lines)

@@ -6,18 +6,21 @@ when the engine does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import time
-from typing import Any
 
+import tensorflow as tf
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
+from core.errors import InputError, PipelineError
+from core.spans import GOLD_SPLIT_DIR, gold_file_pattern
 from pipeline.pipeline import create_pipeline
-from pipeline.report import collect_run_report, finish_report, peak_rss_mb
+from pipeline.report import RunReport, collect_run_report, peak_rss_mb
 from pipeline.run_guard import cancel_abandoned_executions, exclusive_run
+from pipeline.span_plan import plan_spans
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +56,23 @@ def show_component_progress(verbose: bool = False) -> None:
 
 
 def check_inputs(config: PipelineConfig) -> None:
-    """Fail early, naming the path, when the prepared data or the schema is missing."""
-    for split in ("train", "test"):
-        directory = os.path.join(config.data_dir, split)
-        if not os.path.isdir(directory) or not os.listdir(directory):
-            raise FileNotFoundError(
-                f"{directory}: no TFRecords; run `fmnist data prepare --workdir {config.workdir}` first"
-            )
-    if not os.path.isfile(config.schema_path):
-        raise FileNotFoundError(f"{config.schema_path}: curated schema not found")
+    """Fail early, naming the path, when the gold test set or the schema is missing (spans: `plan_spans`)."""
+    gold = f"{config.data_dir}/{GOLD_SPLIT_DIR}"
+    if not tf.io.gfile.glob(f"{config.data_dir}/{gold_file_pattern()}"):
+        raise InputError(f"{gold}: no TFRecords; run `fmnist data prepare --workdir {config.workdir}` first")
+    if not tf.io.gfile.exists(config.schema_path):
+        raise InputError(f"{config.schema_path}: curated schema not found")
 
 
-class PipelineFailedError(RuntimeError):
+class PipelineFailedError(PipelineError):
     """A component failed; `report` still says what ran, and the message what broke."""
 
-    def __init__(self, report: dict[str, Any]):
-        super().__init__(report["error"])
+    def __init__(self, report: RunReport):
+        super().__init__(report.error)
         self.report = report
 
 
-def run(config: PipelineConfig, verbose: bool = False) -> dict[str, Any]:
+def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
     """Run the whole pipeline and return the run report; raise `PipelineFailedError` with it on failure.
 
     Raises `PipelineBusyError` at once when another run holds the pipeline root.
@@ -83,18 +83,23 @@ def run(config: PipelineConfig, verbose: bool = False) -> dict[str, Any]:
         canceled = cancel_abandoned_executions(config)
         if canceled:
             log.warning("a previous run was killed during %s; those steps run again", ", ".join(canceled))
+        plan = plan_spans(config)
+        print(f"this run: {plan.describe()}", flush=True)
         started = time.monotonic()
         error: Exception | None = None
         try:
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
-        except Exception as err:
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, plan))
+        except Exception as err:  # a component failed: the report says which, the error says why
             error = err
-        report = finish_report(collect_run_report(config))
-    report["wall_seconds"] = round(time.monotonic() - started, 1)
-    if canceled:
-        report["rerun_after_killed"] = canceled
-    report["peak_rss_mb"] = peak_rss_mb()
+        report = dataclasses.replace(
+            collect_run_report(config),
+            wall_seconds=round(time.monotonic() - started, 1),
+            rerun_after_killed=canceled,
+            span=plan.span,
+            span_plan=plan.describe(),
+            peak_rss_mb=peak_rss_mb(),
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+        )
     if error is not None:
-        report["error"] = f"{type(error).__name__}: {error}"
         raise PipelineFailedError(report) from error
     return report

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from components.features import CLASS_NAMES
+from core.vocabulary import CLASS_NAMES
 
 
 def save_confusion_matrix(matrix: np.ndarray, path: str, title: str) -> str:

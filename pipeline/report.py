@@ -1,77 +1,100 @@
 """The run report: what a run did, read back from MLMD and TFMA's outputs.
 
 Per component: state (COMPLETE, CACHED, FAILED) and wall time; the model's test
-accuracy overall and per class, blessed or not and why; the pushed path and
-version. Printed on the terminal and saved as JSON beside the artifacts.
+accuracy overall and per class, its confusion matrix, blessed or not and why;
+the serving check; the pushed path and version; the run's wall time and peak
+memory. `fmnist run` prints it and saves it as JSON (with the confusion matrix
+as PNG) under `<pipeline_root>/reports/`; `fmnist report` prints the saved one
+again, identically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
+from dataclasses import dataclass, field
 from typing import Any
 
-import ml_metadata as mlmd
 import numpy as np
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
-from components.features import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
-from pipeline.config import PipelineConfig
+from components.drift_gate import describe_drift, split_pair_anomalies
+from core.config import PipelineConfig
+from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
+from pipeline import nodes
+from pipeline.metadata import Metadata, open_store, properties, store_exists
 from pipeline.plots import save_confusion_matrix
+from serving.rollout import read_rollout
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 EXAMPLE_COUNT_METRIC = "example_count"
 # TFMA names the models "candidate" and "baseline" when there is a baseline, "" otherwise.
 CANDIDATE_MODEL_NAMES = ("", "candidate")
+REPORTS_DIR = "reports"
+DRIFT_COMPARISONS = {
+    nodes.DRIFT_VS_PREVIOUS_SPAN: "the previous span",
+    nodes.DRIFT_VS_WINDOW: "the training window",
+}
 
 
-def open_store(config: PipelineConfig, read_only: bool = True) -> mlmd.MetadataStore:
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = config.metadata_path
-    connection.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-        if read_only
-        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
-    )
-    return mlmd.MetadataStore(connection)
+@dataclass(frozen=True)
+class ComponentRun:
+    component: str
+    state: str  # MLMD's execution states: COMPLETE, CACHED, FAILED, CANCELED, RUNNING
+    seconds: float
 
 
-def latest_run_context(store: mlmd.MetadataStore, pipeline_name: str) -> metadata_store_pb2.Context | None:
-    """The newest `pipeline_run` context of this pipeline (TFX makes the pipeline context its parent)."""
-    runs = [
-        run
-        for run in store.get_contexts_by_type("pipeline_run")
-        if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(run.id))
-    ]
-    return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the run learned about its model; None where the run did not get that far."""
+
+    accuracy: float | None = None
+    examples: int = 0
+    per_class: dict[str, float] = field(default_factory=dict)
+    confusion_matrix: list[list[int]] = field(default_factory=list)
+    most_confused: list[dict[str, Any]] = field(default_factory=list)
+    evaluation_uri: str | None = None
+    blessed: bool | None = None
+    not_blessed_because: list[str] = field(default_factory=list)
+    serving_check_passed: bool | None = None
+    serving_check_problems: str | None = None
+    pushed: bool | None = None
+    pushed_path: str | None = None
+    pushed_version: str | None = None
+    warm_started_from: str | None = None  # the served model whose weights the Trainer started from
+    baseline_model: str | None = None  # the served model the Evaluator measured it against
 
 
-def node_id(store: mlmd.MetadataStore, execution_id: int) -> str:
-    """The pipeline node (component id) an execution belongs to."""
-    for context in store.get_contexts_by_execution(execution_id):
-        if context.type == "node":
-            return context.name.split(".", 1)[-1]
-    return f"execution {execution_id}"
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str | None
+    components: list[ComponentRun] = field(default_factory=list)
+    model: ModelFacts = field(default_factory=ModelFacts)
+    wall_seconds: float | None = None
+    peak_rss_mb: dict[str, float] | None = None
+    rerun_after_killed: list[str] = field(default_factory=list)
+    error: str | None = None
+    confusion_matrix_png: str | None = None
+    span: int | None = None
+    span_plan: str | None = None
+    drift: list[str] = field(default_factory=list)  # what the drift gate found (it stopped or warned)
+    rollout: str | None = None  # the labels after the run
 
+    def states(self) -> dict[str, str]:
+        """Component -> state, for checks like "everything was cached"."""
+        return {row.component: row.state for row in self.components}
 
-def _outputs(store: mlmd.MetadataStore, execution_id: int) -> list[metadata_store_pb2.Artifact]:
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [
-        e.artifact_id
-        for e in events
-        if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-    ]
-    return store.get_artifacts_by_id(ids) if ids else []
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-
-def _custom(artifact: metadata_store_pb2.Artifact, key: str) -> Any:
-    value = artifact.custom_properties.get(key)
-    if value is None:
-        return None
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        components = [ComponentRun(**row) for row in data.get("components", [])]
+        model = ModelFacts(**data.get("model", {}))
+        return cls(**{**data, "components": components, "model": model})
 
 
 def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
@@ -141,37 +164,76 @@ def threshold_text(threshold: tfma.MetricThreshold) -> str:
 
 
 def validation_failures(evaluation_uri: str) -> list[str]:
-    """Why TFMA refused to bless: one line per failed threshold (metric, value, bound)."""
+    """Why TFMA refused to bless: one line per failed threshold (metric, slice, value, bound)."""
     validation = tfma.load_validation_result(evaluation_uri)
     lines = []
     for per_slice in validation.metric_validations_per_slice:
+        where = ""
+        for key in per_slice.slice_key.single_slice_keys:
+            if key.column == LABEL_KEY:
+                where = f" [class {CLASS_NAMES[int(key.int64_value)]}]"
         for failure in per_slice.failures:
             name = failure.metric_key.name + (" change" if failure.metric_key.is_diff else "")
             lines.append(
-                f"{name} = {failure.metric_value.double_value.value:.4f}, "
+                f"{name}{where} = {failure.metric_value.double_value.value:.4f}, "
                 f"{threshold_text(failure.metric_threshold)}"
             )
     return lines
 
 
-def collect_run_report(config: PipelineConfig) -> dict[str, Any]:
-    """Everything worth knowing about the newest run of `config`'s pipeline."""
-    report: dict[str, Any] = {"run_id": None, "components": [], "model": {}}
-    if not os.path.exists(config.metadata_path):  # the run failed before TFX created its store
-        return report
-    store = open_store(config)
-    run = latest_run_context(store, config.pipeline_name)
+def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, node: str) -> None:
+    """Add what one output artifact of the run says about the model."""
+    props = properties(artifact)
+    if node in DRIFT_COMPARISONS and artifact.type == "ExampleAnomalies":
+        against = DRIFT_COMPARISONS[node]
+        for anomalies in split_pair_anomalies(artifact.uri, props.get("split_names", "[]")).values():
+            facts.setdefault("drift", []).extend(describe_drift(against, anomalies))
+    elif artifact.type == "ModelEvaluation":
+        matrix = confusion_matrix(artifact.uri)
+        facts.update(accuracy_by_slice(artifact.uri), evaluation_uri=artifact.uri)
+        facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
+    elif artifact.type == "ModelBlessing":
+        facts["blessed"] = props.get("blessed") == 1
+    elif artifact.type == "InfraBlessing":
+        facts["serving_check_passed"] = props.get("blessed") == 1
+        facts["serving_check_problems"] = props.get("problems") or None
+    elif artifact.type == "PushedModel":
+        facts["pushed"] = props.get("pushed") == 1
+        facts["pushed_path"] = props.get("pushed_destination")
+        facts["pushed_version"] = props.get("pushed_version")
+
+
+def collect_run_report(config: PipelineConfig) -> RunReport:
+    """Everything MLMD and TFMA know about the newest run of `config`'s pipeline."""
+    if not store_exists(config):  # the run failed before TFX created its store
+        return RunReport(run_id=None)
+    metadata = Metadata(open_store(config), config.pipeline_name)
+    run = metadata.latest_run()
     if run is None:
-        return report
-    report["run_id"] = run.name
-    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch):
-        node = node_id(store, execution.id)
+        return RunReport(run_id=None)
+    components, facts = [], {}
+    for execution in metadata.executions(run.id):
         state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
-        report["components"].append({"component": node, "state": state, "seconds": round(seconds, 2)})
-        for artifact in _outputs(store, execution.id):
-            _add_model_facts(report["model"], artifact)
-    return report
+        node = metadata.node_of(execution.id)
+        components.append(ComponentRun(node, state, round(seconds, 2)))
+        for artifact in metadata.outputs(execution.id):
+            _model_facts(facts, artifact, node)
+        for key, fact in (("base_model", "warm_started_from"), ("baseline_model", "baseline_model")):
+            found = metadata.one(execution.id, key)
+            if found is not None:
+                facts[fact] = found.uri
+    if facts.get("blessed") is False and facts.get("evaluation_uri"):
+        facts["not_blessed_because"] = validation_failures(facts["evaluation_uri"])
+    drift = facts.pop("drift", [])
+    rollout = read_rollout(config.serving_dir, config.model_name)
+    return RunReport(
+        run_id=run.name,
+        components=components,
+        model=ModelFacts(**facts),
+        drift=drift,
+        rollout=rollout.describe() if rollout.stable is not None else None,
+    )
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -181,87 +243,92 @@ def peak_rss_mb() -> dict[str, float]:
     return {"main_process": round(usage_self / 1024, 1), "largest_child": round(usage_children / 1024, 1)}
 
 
-def _add_model_facts(model: dict[str, Any], artifact: metadata_store_pb2.Artifact) -> None:
-    if artifact.type == "ModelEvaluation":
-        model.update(accuracy_by_slice(artifact.uri))
-        model["evaluation_uri"] = artifact.uri
-        matrix = confusion_matrix(artifact.uri)
-        model["confusion_matrix"] = matrix.tolist()
-        model["most_confused"] = most_confused_pairs(matrix)
-    elif artifact.type == "ModelBlessing":
-        model["blessed"] = _custom(artifact, "blessed") == 1
-    elif artifact.type == "InfraBlessing":
-        model["serving_check_passed"] = _custom(artifact, "blessed") == 1
-        if _custom(artifact, "problems"):
-            model["serving_check_problems"] = _custom(artifact, "problems")
-    elif artifact.type == "PushedModel":
-        model["pushed"] = _custom(artifact, "pushed") == 1
-        model["pushed_path"] = _custom(artifact, "pushed_destination")
-        model["pushed_version"] = _custom(artifact, "pushed_version")
-
-
-def finish_report(report: dict[str, Any]) -> dict[str, Any]:
-    """Add the reasons for a refused blessing, once the evaluation is known."""
-    model = report["model"]
-    if model.get("blessed") is False and model.get("evaluation_uri"):
-        model["not_blessed_because"] = validation_failures(model["evaluation_uri"])
-    return report
-
-
-def format_report(report: dict[str, Any]) -> str:
+def format_report(report: RunReport) -> str:
     """A short, human-readable table of the report."""
-    lines = [f"Run {report['run_id']}", f"{'component':<26}{'state':<10}{'seconds':>9}"]
-    for row in report["components"]:
-        lines.append(f"{row['component']:<26}{row['state']:<10}{row['seconds']:>9.1f}")
-    total = sum(row["seconds"] for row in report["components"])
-    lines.append(f"{'total (sum)':<36}{total:>9.1f}")
-    model = report["model"]
-    if model.get("accuracy") is not None:
-        lines.append(f"test accuracy: {model['accuracy']:.4f} on {model.get('examples', 0)} examples")
-        per_class = model.get("per_class", {})
-        for name in (n for n in CLASS_NAMES if n in per_class):
-            lines.append(f"  {name:<14}{per_class[name]:.4f}")
-    if model.get("most_confused"):
+    lines = [f"Run {report.run_id}"]
+    if report.span_plan:
+        lines.append(f"data: {report.span_plan}")
+    lines.append(f"{'component':<32}{'state':<10}{'seconds':>9}")
+    for row in report.components:
+        lines.append(f"{row.component:<32}{row.state:<10}{row.seconds:>9.1f}")
+    total = sum(row.seconds for row in report.components)
+    lines.append(f"{'total (sum of components)':<42}{total:>9.1f}")
+    if report.wall_seconds is not None:
+        lines.append(f"{'wall time (the whole run)':<42}{report.wall_seconds:>9.1f}")
+    if report.rerun_after_killed:
+        lines.append(f"redone after a killed run: {', '.join(report.rerun_after_killed)}")
+    if report.drift:
+        lines.append("drift of the new span:")
+        lines.extend(f"  {line}" for line in report.drift)
+    model = report.model
+    if model.warm_started_from:
+        lines.append(f"warm-started from the served model {model.warm_started_from}")
+    if model.accuracy is not None:
+        against = f"; measured against {model.baseline_model}" if model.baseline_model else ""
+        lines.append(f"test accuracy: {model.accuracy:.4f} on {model.examples} gold examples{against}")
+        for name in (n for n in CLASS_NAMES if n in model.per_class):
+            lines.append(f"  {name:<14}{model.per_class[name]:.4f}")
+    if model.most_confused:
         pairs = ", ".join(
-            f"{c['true']} as {c['predicted']} ({c['examples']})" for c in model["most_confused"][:3]
+            f"{c['true']} as {c['predicted']} ({c['examples']})" for c in model.most_confused[:3]
         )
         lines.append(f"most confused: {pairs}")
-    if model.get("confusion_matrix_png"):
-        lines.append(f"confusion matrix: {model['confusion_matrix_png']}")
-    if "blessed" in model:
-        lines.append(f"blessed: {'yes' if model['blessed'] else 'no'}")
-        for reason in model.get("not_blessed_because", []):
-            lines.append(f"  {reason}")
-    if "serving_check_passed" in model:
-        passed = model["serving_check_passed"]
-        lines.append(f"serving check (gRPC): {'passed' if passed else 'FAILED'}")
-        if not passed:
-            lines.append(f"  {model.get('serving_check_problems', '')}")
-    if model.get("pushed"):
-        lines.append(f"pushed: version {model['pushed_version']} at {model['pushed_path']}")
-    elif "pushed" in model:
+    if report.confusion_matrix_png:
+        lines.append(f"confusion matrix: {report.confusion_matrix_png}")
+    if model.blessed is not None:
+        lines.append(f"blessed: {'yes' if model.blessed else 'no'}")
+        lines.extend(f"  {reason}" for reason in model.not_blessed_because)
+    if model.serving_check_passed is not None:
+        lines.append(f"serving check (gRPC): {'passed' if model.serving_check_passed else 'FAILED'}")
+        if not model.serving_check_passed:
+            lines.append(f"  {model.serving_check_problems or ''}")
+    if model.pushed:
+        lines.append(f"pushed: version {model.pushed_version} at {model.pushed_path}")
+    elif model.pushed is not None:
         lines.append("pushed: no")
-    if "peak_rss_mb" in report:
-        rss = report["peak_rss_mb"]
+    if report.rollout:
+        lines.append(f"rollout: {report.rollout}")
+    if report.peak_rss_mb:
+        rss = report.peak_rss_mb
         lines.append(
             f"peak RSS: {rss['main_process']:.0f} MB main process, "
             f"{rss['largest_child']:.0f} MB largest child process"
         )
+    if report.error:
+        lines.append(f"error: {report.error}")
     return "\n".join(lines)
 
 
-def save_report(report: dict[str, Any], config: PipelineConfig) -> str:
-    """Write the report as JSON (and the confusion matrix as PNG) under `<pipeline_root>/reports/`."""
-    directory = os.path.join(config.pipeline_root, "reports")
-    os.makedirs(directory, exist_ok=True)
-    name = (report["run_id"] or "run").replace(":", "-").replace("/", "_")
-    path = os.path.join(directory, f"{name}.json")
-    if report["model"].get("confusion_matrix"):
-        report["model"]["confusion_matrix_png"] = save_confusion_matrix(
-            np.array(report["model"]["confusion_matrix"]),
-            os.path.join(directory, f"{name}-confusion.png"),
-            f"Test set, accuracy {report['model'].get('accuracy', 0):.4f} (run {report['run_id']})",
+def report_path(config: PipelineConfig, run_id: str | None) -> str:
+    name = (run_id or "run").replace(":", "-").replace("/", "_")
+    return os.path.join(config.pipeline_root, REPORTS_DIR, f"{name}.json")
+
+
+def save_report(report: RunReport, config: PipelineConfig) -> tuple[RunReport, str]:
+    """Write the report as JSON, and its confusion matrix as PNG, under `<pipeline_root>/reports/`.
+
+    Returns the report as saved (with the picture's path) and the JSON's path;
+    the report passed in is not changed.
+    """
+    path = report_path(config, report.run_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if report.model.confusion_matrix:
+        picture = save_confusion_matrix(
+            np.array(report.model.confusion_matrix),
+            path.removesuffix(".json") + "-confusion.png",
+            f"Test set, accuracy {report.model.accuracy or 0:.4f} (run {report.run_id})",
         )
+        report = dataclasses.replace(report, confusion_matrix_png=picture)
     with open(path, "w") as f:
-        json.dump(report, f, indent=2)
-    return path
+        json.dump(report.to_json(), f, indent=2)
+    return report, path
+
+
+def latest_report(config: PipelineConfig) -> RunReport:
+    """The newest run's report as `fmnist run` saved it; collected from MLMD if it was never saved."""
+    if store_exists(config):
+        run = Metadata(open_store(config), config.pipeline_name).latest_run()
+        if run is not None and os.path.exists(report_path(config, run.name)):
+            with open(report_path(config, run.name)) as f:
+                return RunReport.from_json(json.load(f))
+    return collect_run_report(config)

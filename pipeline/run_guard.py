@@ -23,14 +23,14 @@ from collections.abc import Iterator
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
-from pipeline.report import node_id, open_store
+from core.config import PipelineConfig
+from core.errors import PipelineError
+from pipeline.metadata import UNFINISHED, Metadata, open_store, store_exists
 
 LOCK_FILE = ".run.lock"
-UNFINISHED = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
 
 
-class PipelineBusyError(RuntimeError):
+class PipelineBusyError(PipelineError):
     """Another run holds this pipeline root."""
 
 
@@ -62,18 +62,18 @@ def cancel_abandoned_executions(config: PipelineConfig) -> list[str]:
 
     Call only while holding `exclusive_run`: then no live run owns them.
     """
-    if not os.path.exists(config.metadata_path):
+    if not store_exists(config):
         return []
-    store = open_store(config, read_only=False)
-    pipeline = store.get_context_by_type_and_name("pipeline", config.pipeline_name)
+    metadata = Metadata(open_store(config, read_only=False), config.pipeline_name)
+    pipeline = metadata.pipeline_context()
     if pipeline is None:
         return []
-    abandoned = [e for e in store.get_executions_by_context(pipeline.id) if e.last_known_state in UNFINISHED]
+    abandoned = [e for e in metadata.executions(pipeline.id) if e.last_known_state in UNFINISHED]
     for execution in abandoned:
         execution.last_known_state = metadata_store_pb2.Execution.CANCELED
         execution.custom_properties[
             "fmnist_note"
         ].string_value = "its run ended without finishing it (process killed); canceled by the next run"
     if abandoned:
-        store.put_executions(abandoned)
-    return sorted(node_id(store, e.id) for e in abandoned)
+        metadata.store.put_executions(abandoned)
+    return sorted(metadata.node_of(e.id) for e in abandoned)

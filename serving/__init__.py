@@ -1,11 +1,6 @@
-"""Everything that speaks TensorFlow Serving's protocol (server, client, request logs).
+"""Everything that speaks TensorFlow Serving's protocol: server, version manager, client, request logs.
 
-Importing this package pins Keras to `tf_keras` before TensorFlow is imported
-(see `components/__init__.py` for why).
+Importing this package imports `core` first (it pins Keras before TensorFlow loads).
 """
 
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ INFO/WARNING lines (CUDA probing on a CPU machine) drown the progress output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import core  # noqa: F401

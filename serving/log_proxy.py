@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from concurrent import futures
 
-import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -52,7 +49,10 @@ class PredictionProxy(prediction_service_pb2_grpc.PredictionServiceServicer, _Fo
         return response
 
     def Classify(self, request, context):
-        return self.forward(self.upstream.Classify, request, context)
+        response = self.forward(self.upstream.Classify, request, context)
+        if self.logger is not None:
+            self.logger.log_classify(request, response)
+        return response
 
     def Regress(self, request, context):
         return self.forward(self.upstream.Regress, request, context)

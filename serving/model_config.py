@@ -17,8 +17,14 @@ import re
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from core.errors import InputError
+
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ModelConfigError(InputError):
+    """A models.config that TF Serving would refuse; the message names the file and the model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,21 +50,21 @@ class ModelSource:
 def _source(config: model_server_config_pb2.ModelConfig, where: str) -> ModelSource:
     where = f"{where}: model '{config.name}'"
     if not MODEL_NAME_PATTERN.match(config.name):
-        raise ValueError(f"{where}: name must match {MODEL_NAME_PATTERN.pattern}")
+        raise ModelConfigError(f"{where}: name must match {MODEL_NAME_PATTERN.pattern}")
     if not config.base_path:
-        raise ValueError(f"{where}: base_path is empty")
+        raise ModelConfigError(f"{where}: base_path is empty")
     if config.model_platform not in ("", "tensorflow"):
-        raise ValueError(f"{where}: model_platform must be 'tensorflow', got '{config.model_platform}'")
+        raise ModelConfigError(f"{where}: model_platform must be 'tensorflow', got '{config.model_platform}'")
     for label in config.version_labels:
         if not LABEL_PATTERN.match(label):
-            raise ValueError(f"{where}: version label '{label}' must match {LABEL_PATTERN.pattern}")
+            raise ModelConfigError(f"{where}: version label '{label}' must match {LABEL_PATTERN.pattern}")
     policy = config.model_version_policy.WhichOneof("policy_choice") or "latest"
     num_versions = config.model_version_policy.latest.num_versions or 1
     specific = frozenset(config.model_version_policy.specific.versions)
     if policy == "specific" and not specific:
-        raise ValueError(f"{where}: a specific version policy lists no versions")
+        raise ModelConfigError(f"{where}: a specific version policy lists no versions")
     if policy == "latest" and num_versions < 1:
-        raise ValueError(f"{where}: latest num_versions must be >= 1")
+        raise ModelConfigError(f"{where}: latest num_versions must be >= 1")
     return ModelSource(
         name=config.name,
         base_path=os.path.abspath(config.base_path),
@@ -75,17 +81,17 @@ def read_model_config(path: str) -> list[ModelSource]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as err:
-        raise ValueError(f"{path}: cannot read the model config: {err}") from err
+        raise ModelConfigError(f"{path}: cannot read the model config: {err}") from err
     config = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as err:
-        raise ValueError(f"{path}: not a TF Serving ModelServerConfig in text format: {err}") from err
+        raise ModelConfigError(f"{path}: not a TF Serving ModelServerConfig in text format: {err}") from err
     if not config.HasField("model_config_list") or not config.model_config_list.config:
-        raise ValueError(f"{path}: model_config_list lists no models")
+        raise ModelConfigError(f"{path}: model_config_list lists no models")
     sources = [_source(c, path) for c in config.model_config_list.config]
     names = [s.name for s in sources]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise ValueError(f"{path}: models configured twice: {duplicated}")
+        raise ModelConfigError(f"{path}: models configured twice: {duplicated}")
     return sources

@@ -1,29 +1,51 @@
-"""Request logging in TF Serving's format: sampled `PredictionLog` records in rotating TFRecord files.
+"""Request logs in TF Serving's format: sampled `PredictionLog` records in rotating TFRecord files.
 
 TF Serving's request logger writes the same records (in builds that register a
 log collector; the stock Docker image has none, see the README), so the drift
-report reads the logs of this server, of such a TF Serving, or of a caller that
-logs with this class, alike.
-Files are named `<prefix>-<unix ms>-<n>.tfrecord`; a file is closed after
-`records_per_file` records and a new one opened.
+report and `fmnist data add` read the logs of this server, of such a TF
+Serving, or of the log proxy alike.
+
+Writing never costs a request its answer: a record that cannot be written
+(full disk, deleted or read-only directory) is dropped and counted, the file is
+closed, and the next record opens a new file in a re-created directory, so
+logging recovers by itself once the directory is writable again.
+
+Reading takes what is valid: a record cut short by a killed writer, a record
+that is not a PredictionLog, a request for another model (or version) are
+skipped and counted by reason, never a reason to discard the rest.
+
+Each logged image has a request id, `<log file name>:<record>:<image>`,
+stable for as long as the file exists: `fmnist data requests` exports the
+images under those ids for labelling, and `fmnist data add` joins the labels.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
+import logging
 import os
 import random
 import threading
 import time
 
-import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
+import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+
+from core.errors import InputError
+from core.examples import checked_images, parse_example_pixels
+from core.image_files import pixels_from_array
+from core.vocabulary import EXAMPLES_INPUT, IMAGES_INPUT, PROBABILITIES_OUTPUT
+
+log = logging.getLogger(__name__)
+LOG_SUFFIX = ".tfrecord"
+ERROR_REPORT_EVERY = 1000  # after the first failed write, one log line per this many more
 
 
 class RequestLogger:
-    """Thread-safe, sampled writer of Predict requests and responses."""
+    """Thread-safe, sampled writer of request/response pairs; never raises on a failed write."""
 
     def __init__(self, directory: str, sampling_rate: float = 1.0, records_per_file: int = 10_000,
                  prefix: str = "prediction_log"):  # fmt: skip
@@ -33,39 +55,210 @@ class RequestLogger:
         self.sampling_rate = sampling_rate
         self.records_per_file = records_per_file
         self.prefix = prefix
+        self.written = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._writer: tf.io.TFRecordWriter | None = None
+        self._path = ""
         self._in_file = 0
         self._files = 0
-        os.makedirs(directory, exist_ok=True)
 
     def log_predict(self, request: predict_pb2.PredictRequest, response: predict_pb2.PredictResponse) -> bool:
-        """Log one exchange if sampled; return whether it was written."""
-        if self.sampling_rate < 1.0 and random.random() >= self.sampling_rate:
-            return False
+        """Log one Predict exchange if sampled; return whether it was written."""
         record = prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request, response=response)
         )
-        record.log_metadata.model_spec.CopyFrom(response.model_spec)
+        return self._log(record, response.model_spec)
+
+    def log_classify(
+        self,
+        request: classification_pb2.ClassificationRequest,
+        response: classification_pb2.ClassificationResponse,
+    ) -> bool:
+        """Log one Classify exchange if sampled; return whether it was written."""
+        record = prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=request, response=response)
+        )
+        return self._log(record, response.model_spec)
+
+    def _log(self, record: prediction_log_pb2.PredictionLog, model_spec) -> bool:
+        if self.sampling_rate < 1.0 and random.random() >= self.sampling_rate:
+            return False
+        record.log_metadata.model_spec.CopyFrom(model_spec)
+        record.log_metadata.timestamp_secs = int(time.time())
         data = record.SerializeToString()
         with self._lock:
-            if self._writer is None or self._in_file >= self.records_per_file:
-                self._rotate()
-            self._writer.write(data)
-            self._writer.flush()
+            try:
+                if (
+                    self._writer is None
+                    or self._in_file >= self.records_per_file
+                    or not os.path.exists(self._path)
+                ):
+                    self._rotate()
+                self._writer.write(data)
+                self._writer.flush()
+            except (OSError, tf.errors.OpError) as err:
+                self._drop(err)
+                return False
             self._in_file += 1
+            self.written += 1
         return True
 
+    def _drop(self, err: Exception) -> None:
+        """Count a record that could not be written, and start a new file next time."""
+        reason = getattr(err, "strerror", None) or getattr(err, "message", None) or type(err).__name__
+        self.dropped[str(reason)] += 1
+        total = sum(self.dropped.values())
+        if total == 1 or total % ERROR_REPORT_EVERY == 0:
+            log.error(
+                "request log %s: %d record(s) dropped so far (%s); serving goes on",
+                self.directory,
+                total,
+                reason,
+            )
+        self._close_quietly()
+
     def _rotate(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self._close_quietly()
+        os.makedirs(self.directory, exist_ok=True)
         self._files += 1
-        name = f"{self.prefix}-{int(time.time() * 1000)}-{self._files:05d}.tfrecord"
-        self._writer = tf.io.TFRecordWriter(os.path.join(self.directory, name))
+        name = f"{self.prefix}-{int(time.time() * 1000)}-{self._files:05d}{LOG_SUFFIX}"
+        self._path = os.path.join(self.directory, name)
+        self._writer = tf.io.TFRecordWriter(self._path)
         self._in_file = 0
+
+    def _close_quietly(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # On a failing disk closing fails too; what the file held is already counted.
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                writer.close()
+
+    def stats(self) -> dict[str, object]:
+        with self._lock:
+            return {"written": self.written, "dropped": dict(self.dropped)}
 
     def close(self) -> None:
         with self._lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+            self._close_quietly()
+
+
+# --- reading ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LoggedRequest:
+    """The images of one logged request, the model's answers when logged, and what answered."""
+
+    request_id: str  # <log file name>:<record>
+    model_name: str
+    version: int | None
+    images: np.ndarray  # uint8 [n, 28, 28]
+    probabilities: np.ndarray | None  # float [n, 10], when the response carried them
+
+    def image_ids(self) -> list[str]:
+        return [f"{self.request_id}:{i}" for i in range(len(self.images))]
+
+
+@dataclasses.dataclass
+class LogReading:
+    requests: list[LoggedRequest]
+    skipped: collections.Counter[str]  # reason -> records skipped
+
+    def skipped_text(self) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
+
+
+def _predict_images(request: predict_pb2.PredictRequest, where: str) -> np.ndarray | None:
+    if IMAGES_INPUT in request.inputs:
+        return pixels_from_array(tf.make_ndarray(request.inputs[IMAGES_INPUT]), where)
+    if EXAMPLES_INPUT in request.inputs:
+        serialized = tf.make_ndarray(request.inputs[EXAMPLES_INPUT]).reshape(-1)
+        return checked_images(parse_example_pixels(serialized), where)
+    return None
+
+
+def _classify_images(request: classification_pb2.ClassificationRequest, where: str) -> np.ndarray | None:
+    kind = request.input.WhichOneof("kind")
+    examples = getattr(request.input, kind).examples if kind else []
+    if not examples:
+        return None
+    return checked_images(parse_example_pixels([e.SerializeToString() for e in examples]), where)
+
+
+def _classify_probabilities(response: classification_pb2.ClassificationResponse) -> np.ndarray | None:
+    rows = [[c.score for c in result.classes] for result in response.result.classifications]
+    return np.array(rows, dtype=np.float32) if rows else None
+
+
+def _logged_request(log_record: prediction_log_pb2.PredictionLog, request_id: str) -> LoggedRequest | None:
+    """The images and answers of one record; None when it holds no images of this project's format."""
+    kind = log_record.WhichOneof("log_type")
+    spec = log_record.log_metadata.model_spec
+    if kind == "predict_log":
+        images = _predict_images(log_record.predict_log.request, request_id)
+        outputs = log_record.predict_log.response.outputs
+        probabilities = (
+            tf.make_ndarray(outputs[PROBABILITIES_OUTPUT]) if PROBABILITIES_OUTPUT in outputs else None
+        )
+        spec = spec if spec.name else log_record.predict_log.request.model_spec
+    elif kind == "classify_log":
+        images = _classify_images(log_record.classify_log.request, request_id)
+        probabilities = _classify_probabilities(log_record.classify_log.response)
+        spec = spec if spec.name else log_record.classify_log.request.model_spec
+    else:
+        return None
+    if images is None:
+        return None
+    if probabilities is not None:
+        probabilities = (
+            probabilities.reshape(len(images), -1) if probabilities.size % len(images) == 0 else None
+        )
+    version = spec.version.value if spec.HasField("version") else None
+    return LoggedRequest(request_id, spec.name, version, images, probabilities)
+
+
+def _records(file: str, skipped: collections.Counter):
+    """(index, bytes) of each readable record; a damaged tail is counted, not raised."""
+    try:
+        for index, record in enumerate(tf.data.TFRecordDataset(file)):
+            yield index, record.numpy()
+    except tf.errors.OpError:
+        skipped["truncated or corrupt record (the rest of its file)"] += 1
+
+
+def read_request_logs(
+    files: list[str], model_name: str | None = None, version: int | None = None
+) -> LogReading:
+    """Every logged request with images in `files`, for `model_name` (and `version`) when given."""
+    requests, skipped = [], collections.Counter()
+    for file in files:
+        for index, data in _records(file, skipped):
+            request_id = f"{os.path.basename(file)}:{index}"
+            try:
+                logged = _logged_request(prediction_log_pb2.PredictionLog.FromString(data), request_id)
+            except (InputError, ValueError, TypeError, tf.errors.OpError):
+                # DecodeError is a ValueError: not a PredictionLog, or images outside the project's format
+                skipped["not a request of this project's images"] += 1
+                continue
+            if logged is None:
+                skipped["no images in the request"] += 1
+            elif model_name is not None and logged.model_name != model_name:
+                skipped[f"for another model ({logged.model_name or 'unnamed'})"] += 1
+            elif version is not None and logged.version != version:
+                skipped[f"answered by another version ({logged.version})"] += 1
+            else:
+                requests.append(logged)
+    return LogReading(requests, skipped)
+
+
+def is_request_log(file: str) -> bool:
+    """A TFRecord file whose first record parses as a PredictionLog with a request in it."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(file).take(1)), None)
+    except tf.errors.OpError:
+        return False
+    if first is None:
+        return False
+    try:
+        return prediction_log_pb2.PredictionLog.FromString(first.numpy()).WhichOneof("log_type") is not None
+    except ValueError:  # protobuf's DecodeError: some other record type
+        return False

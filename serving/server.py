@@ -22,16 +22,11 @@ examples -> INVALID_ARGUMENT. A bad request never takes the server down.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
 import signal
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 
-import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import grpc
 import tensorflow as tf
 from google.protobuf import any_pb2
@@ -45,34 +40,13 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.model_config import read_model_config
-from serving.model_store import (
-    DEFAULT_SIGNATURE,
-    InvalidRequestError,
-    LoadedVersion,
-    ModelNotFoundError,
-    ModelStore,
-)
+from core.config import ServingConfig
+from core.vocabulary import SERVING_SIGNATURE
 from serving.request_log import RequestLogger
+from serving.servable import InvalidRequestError, LoadedVersion, ModelNotFoundError
+from serving.version_manager import VersionManager
 
-log = logging.getLogger(__name__)
 UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what a failed load reports
-
-
-@dataclasses.dataclass
-class ServerConfig:
-    """How the server listens and what it accepts."""
-
-    model_base_path: str = "workdir/serving"
-    model_config_file: str = ""  # a TF Serving models.config; replaces model_base_path when set
-    host: str = "127.0.0.1"  # loopback unless asked otherwise
-    port: int = 8500  # TF Serving's gRPC port
-    poll_seconds: float = 2.0
-    max_batch: int = 1024  # examples per request
-    max_message_mb: int = 64
-    workers: int = 8
-    request_log_dir: str = ""  # empty: no request logging
-    request_log_sampling: float = 1.0  # share of Predict requests logged
 
 
 @contextlib.contextmanager
@@ -125,7 +99,9 @@ def examples_of(model_input) -> list[bytes]:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, store: ModelStore, config: ServerConfig, request_logger: RequestLogger | None = None):
+    def __init__(
+        self, store: VersionManager, config: ServingConfig, request_logger: RequestLogger | None = None
+    ):
         self.store = store
         self.config = config
         self.request_logger = request_logger
@@ -142,7 +118,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         loaded = self._resolve(request.model_spec, context)
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature_name = request.model_spec.signature_name or SERVING_SIGNATURE
         with grpc_errors(context):
             outputs = loaded.run(signature_name, request.inputs, self.config.max_batch)
         unknown = sorted(set(request.output_filter) - set(outputs))
@@ -158,7 +134,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
         loaded = self._resolve(request.model_spec, context)
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature_name = request.model_spec.signature_name or SERVING_SIGNATURE
         with grpc_errors(context):
             classes, scores = loaded.classify(
                 signature_name, examples_of(request.input), self.config.max_batch
@@ -169,6 +145,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             classification = response.result.classifications.add()
             for label, score in zip(example_classes, example_scores, strict=True):
                 classification.classes.add(label=label.decode(), score=float(score))
+        if self.request_logger is not None:
+            self.request_logger.log_classify(request, response)
         return response
 
     def GetModelMetadata(self, request, context):
@@ -189,7 +167,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: VersionManager):
         self.store = store
 
     def GetModelStatus(self, request, context):
@@ -211,7 +189,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, int]:
+def build_server(store: VersionManager, config: ServingConfig) -> tuple[grpc.Server, int]:
     """A started-able gRPC server with both services; returns it and the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers),
@@ -230,18 +208,16 @@ def build_server(store: ModelStore, config: ServerConfig) -> tuple[grpc.Server, 
     return server, port
 
 
-def make_store(config: ServerConfig) -> ModelStore:
-    """The model store for `config`: from its models.config if it names one, else its base path."""
+def make_manager(config: ServingConfig) -> VersionManager:
+    """The version manager for `config`: its models.config (re-read when it changes), else its base path."""
     if config.model_config_file:
-        return ModelStore(
-            sources=read_model_config(config.model_config_file), poll_seconds=config.poll_seconds
-        )
-    return ModelStore(config.model_base_path, config.poll_seconds)
+        return VersionManager(config_file=config.model_config_file, poll_seconds=config.poll_seconds)
+    return VersionManager(config.model_base_path, config.poll_seconds)
 
 
-def serve(config: ServerConfig) -> None:
+def serve(config: ServingConfig) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get up to 10 s to finish."""
-    store = make_store(config)
+    store = make_manager(config)
     store.start()
     server, port = build_server(store, config)
     server.start()

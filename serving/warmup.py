@@ -4,41 +4,47 @@ TF Serving reads `<version>/assets.extra/tf_serving_warmup_requests`, a TFRecord
 file of `PredictionLog`s, and runs them before it marks a version AVAILABLE, so
 the first real request does not pay for graph initialisation. The Trainer writes
 the file into the model it exports (and the Pusher copies it with the model);
-`serving.model_store` replays it the same way TF Serving does.
+`serving.version_manager` replays it the same way TF Serving does.
 """
 
 from __future__ import annotations
 
 import os
 
-import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-
-# isort: split
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, PIXELS
+from core.examples import serialize_example
+from core.vocabulary import (
+    EXAMPLES_INPUT,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    MODEL_NAME,
+    SERVING_SIGNATURE,
+)
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_BATCHES = (1, 32)  # the batch sizes worth compiling for before the first request
 
 
-def warmup_requests(model_name: str = "fashion_mnist") -> list[prediction_log_pb2.PredictionLog]:
-    """One request per signature and batch size worth compiling for (1 and 32 images)."""
+def warmup_requests(model_name: str = MODEL_NAME) -> list[prediction_log_pb2.PredictionLog]:
+    """One request per Predict signature and batch size of `WARMUP_BATCHES`, of blank images."""
     logs = []
-    for batch in (1, 32):
+    for batch in WARMUP_BATCHES:
+        blank = np.zeros((batch, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8)
         images = predict_pb2.PredictRequest()
         images.model_spec.name = model_name
-        images.model_spec.signature_name = "predict_images"
-        images.inputs["images"].CopyFrom(
-            tf.make_tensor_proto(np.zeros((batch, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8))
-        )
+        images.model_spec.signature_name = IMAGES_SIGNATURE
+        images.inputs[IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(blank))
         examples = predict_pb2.PredictRequest()
         examples.model_spec.name = model_name
-        examples.model_spec.signature_name = "serving_default"
-        blank = tf.train.Example()
-        blank.features.feature[IMAGE_KEY].int64_list.value.extend([0] * PIXELS)
-        examples.inputs["examples"].CopyFrom(tf.make_tensor_proto([blank.SerializeToString()] * batch))
+        examples.model_spec.signature_name = SERVING_SIGNATURE
+        examples.inputs[EXAMPLES_INPUT].CopyFrom(
+            tf.make_tensor_proto([serialize_example(image) for image in blank])
+        )
         for request in (images, examples):
             logs.append(
                 prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))

@@ -5,7 +5,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from components.anomaly_gate import describe_anomalies
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
 
 
 def stats_with_max_pixel(

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.features import NUM_CLASSES, PIXELS, TRANSFORMED_IMAGE_KEY
 from components.model import build_model
-from components.trainer import make_dataset, split_validation, training_config_from
-from pipeline.config import TrainingConfig
+from components.trainer import make_dataset, training_config_from, warm_start_from
+from core.config import TrainingConfig
+from core.vocabulary import NUM_CLASSES, PIXELS, TRANSFORMED_IMAGE_KEY
 from tests.components.test_preprocessing import real_batch
 
 
@@ -35,13 +35,23 @@ def test_model_input_is_the_transformed_image():
     assert model.input_shape == (None, PIXELS)
 
 
-def test_validation_slice_is_disjoint_and_sized():
-    images = np.arange(100, dtype=np.float32).reshape(100, 1)
-    labels = np.arange(100)
-    (train_x, train_y), (val_x, val_y) = split_validation(images, labels, 0.2, seed=0)
-    assert len(val_y) == 20 and len(train_y) == 80
-    assert set(train_y).isdisjoint(val_y) and set(train_y) | set(val_y) == set(range(100))
-    np.testing.assert_array_equal(train_x[:, 0], train_y)  # rows stay paired with their labels
+def test_warm_start_copies_the_served_weights_or_says_why_not(tmp_path: Path):
+    import tensorflow as tf
+
+    config = TrainingConfig(conv_filters=(4,), dense_units=8)
+    served = build_model(config, steps_per_epoch=1)
+    served.save(str(tmp_path / "served"), save_format="tf")
+    fresh = build_model(config, steps_per_epoch=1)
+    pairs = list(zip(fresh.get_weights(), served.get_weights(), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in pairs)  # initialised apart
+    assert warm_start_from(fresh, str(tmp_path / "served")) is None
+    for got, want in zip(fresh.get_weights(), served.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    images = tf.random.uniform([3, PIXELS])
+    np.testing.assert_allclose(fresh(images, training=False), served(images, training=False), atol=1e-6)
+
+    wider = build_model(TrainingConfig(conv_filters=(8,), dense_units=8), steps_per_epoch=1)
+    assert "architecture differs" in warm_start_from(wider, str(tmp_path / "served"))
 
 
 def test_training_config_round_trips_and_rejects_unknown_fields():
@@ -75,5 +85,3 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path: Path):
     assert cpu_has_bfloat16(str(without)) is False
     assert cpu_has_bfloat16(str(tmp_path / "missing")) is False
     assert resolve_precision("float32") == "float32"
-    with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_precision("fp8")

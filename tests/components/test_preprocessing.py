@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.features import IMAGE_KEY, LABEL_KEY, PIXELS, TRANSFORMED_IMAGE_KEY
 from components.preprocessing import preprocessing_fn
+from core.vocabulary import IMAGE_KEY, LABEL_KEY, PIXELS, TRANSFORMED_IMAGE_KEY
 
 
 def real_batch(data_dir: Path, n: int = 64) -> dict[str, tf.Tensor]:
@@ -14,7 +14,7 @@ def real_batch(data_dir: Path, n: int = 64) -> dict[str, tf.Tensor]:
         IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64),
         LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
     }
-    files = sorted(str(p) for p in (data_dir / "train").glob("*.tfrecord.gz"))
+    files = sorted(str(p) for p in data_dir.glob("span-*/*.tfrecord.gz"))  # the training spans
     serialized = next(iter(tf.data.TFRecordDataset(files, "GZIP").batch(n)))
     return tf.io.parse_example(serialized, spec)
 

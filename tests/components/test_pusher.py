@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 from components import pusher
+from core.versions import version_dirs
+
+
+def versions(base) -> list[int]:
+    return sorted(version_dirs(str(base)))
 
 
 def fake_model(path: Path) -> Path:
@@ -32,7 +37,7 @@ def test_versions_increase_even_within_one_second(tmp_path: Path):
     first = pusher.publish_version(str(model), base, "a")
     second = pusher.publish_version(str(model), base, "b")
     assert second > first
-    assert pusher.numeric_versions(base) == [first, second]
+    assert versions(base) == [first, second]
     assert pusher.version_of_model(base, "a") == first
     assert pusher.version_of_model(base, "b") == second
     assert pusher.version_of_model(base, "c") is None
@@ -41,13 +46,13 @@ def test_versions_increase_even_within_one_second(tmp_path: Path):
 def test_crash_during_copy_leaves_no_loadable_or_temporary_directory(tmp_path: Path, monkeypatch):
     model = fake_model(tmp_path / "model")
     base = tmp_path / "serving"
-    original_copy = pusher.io_utils.copy_dir
+    original_copy = pusher.copy_tree
 
     def copy_then_crash(src: str, dst: str, *args, **kwargs):
         original_copy(src, dst, *args, **kwargs)  # the files land under the temporary name...
         raise OSError("No space left on device")  # ...and the disk fills before the rename
 
-    monkeypatch.setattr(pusher.io_utils, "copy_dir", copy_then_crash)
+    monkeypatch.setattr(pusher, "copy_tree", copy_then_crash)
     with pytest.raises(pusher.PushError, match=f"cannot push version .* to {base}: No space left"):
         pusher.publish_version(str(model), str(base), "uri")
     assert list(base.iterdir()) == []
@@ -61,7 +66,7 @@ def test_read_only_serving_directory_gives_a_clear_error_and_leaves_nothing(tmp_
     def refuse(*args, **kwargs):  # CI runs as root, where chmod cannot make a directory read-only
         raise PermissionError(13, "Read-only file system", str(base))
 
-    monkeypatch.setattr(pusher.io_utils, "copy_dir", refuse)
+    monkeypatch.setattr(pusher, "copy_tree", refuse)
     with pytest.raises(pusher.PushError, match="Read-only file system.*nothing was published"):
         pusher.publish_version(str(model), str(base), "uri")
     assert list(base.iterdir()) == []
@@ -102,7 +107,7 @@ def test_pusher_pushes_only_with_both_blessings(tmp_path: Path, evaluator: int, 
     assert pushed.get_int_custom_property("pushed") == int(evaluator and serving_check)
     after = {p: p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
     if evaluator and serving_check:
-        assert pusher.numeric_versions(str(base)) == [
+        assert versions(base) == [
             17,
             int(pushed.get_string_custom_property("pushed_version")),
         ]
@@ -110,7 +115,8 @@ def test_pusher_pushes_only_with_both_blessings(tmp_path: Path, evaluator: int, 
         assert after == before  # byte for byte
 
 
-def test_non_numeric_entries_are_not_versions(tmp_path: Path):
-    for name in ("17", ".tmp-18-abc", "notes", "0019"):
+def test_only_names_tf_serving_parses_as_int64_are_versions(tmp_path: Path):
+    for name in ("17", ".tmp-18-abc", "notes", "0019", "²", "99999999999999999999", "1.5"):
         (tmp_path / name).mkdir()
-    assert pusher.numeric_versions(str(tmp_path)) == [17, 19]
+    (tmp_path / "20").write_text("a file, not a version directory")
+    assert versions(tmp_path) == [17, 19]

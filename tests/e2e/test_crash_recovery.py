@@ -5,6 +5,7 @@ happens in this process. Each scenario costs about a minute.
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
+from core.config import PipelineConfig
 from pipeline.local_runner import run
-from pipeline.report import node_id, open_store
+from pipeline.metadata import Metadata, open_store
+from pipeline.nodes import RESOLVERS
 from pipeline.run_guard import PipelineBusyError
 from tests.conftest import tiny_config
 
@@ -25,13 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 RUNNING = metadata_store_pb2.Execution.RUNNING
 
 RUN_IN_CHILD = """
-import json, sys
-from pipeline.config import PipelineConfig
+import sys
 from pipeline.local_runner import run
+from pipeline.nodes import RESOLVERS
 from tests.conftest import tiny_config
-config = tiny_config(sys.argv[1], sys.argv[2])
-config.training.learning_rate = float(sys.argv[3])
-run(config)
+run(tiny_config(sys.argv[1], sys.argv[2], learning_rate=float(sys.argv[3])))
 """
 
 
@@ -43,8 +43,10 @@ def start_run(workdir: Path, learning_rate: float) -> subprocess.Popen:
 def running_nodes(config: PipelineConfig) -> set[str]:
     """Nodes with an execution in RUNNING, read from MLMD (empty while the store is being created)."""
     try:
-        store = open_store(config)
-        return {node_id(store, e.id) for e in store.get_executions() if e.last_known_state == RUNNING}
+        metadata = Metadata(open_store(config), config.pipeline_name)
+        return {
+            metadata.node_of(e.id) for e in metadata.store.get_executions() if e.last_known_state == RUNNING
+        }
     except Exception:  # the store does not exist yet, or is mid-write
         return set()
 
@@ -59,14 +61,12 @@ def kill_during(process: subprocess.Popen, config: PipelineConfig, node: str) ->
     process.wait(timeout=30)
 
 
-def states(report: dict) -> dict[str, str]:
-    return {row["component"]: row["state"] for row in report["components"]}
+def states(report) -> dict[str, str]:
+    return report.states()
 
 
 @pytest.fixture
 def workdir(slice_data: Path, tmp_path: Path) -> Path:
-    import shutil
-
     shutil.copytree(slice_data, tmp_path / "data")
     return tmp_path
 
@@ -78,17 +78,16 @@ def test_killed_during_transform_then_during_trainer_the_reruns_complete(workdir
     kill_during(first, config, "Transform")
     assert running_nodes(config) == {"Transform"}  # what the kill left behind
     report = run(config)
-    assert report["rerun_after_killed"] == ["Transform"]
-    assert states(report)["StatisticsGen"] == "CACHED" and states(report)["ImportExampleGen"] == "CACHED"
-    assert states(report)["Transform"] == "COMPLETE" and report["model"]["pushed"] is True
+    assert report.rerun_after_killed == ["Transform"]
+    assert report.span == 1  # the interrupted span runs again
+    assert states(report)["StatisticsGen"] == "CACHED" and states(report)["SpanExampleGen"] == "CACHED"
+    assert states(report)["Transform"] == "COMPLETE" and report.model.pushed is True
     assert running_nodes(config) == set()
 
-    second = start_run(workdir, 2e-3)  # a new recipe: Transform is cached, the Trainer runs
+    second = start_run(workdir, 2e-3)  # span 2 with a new recipe
     kill_during(second, config, "Trainer")
-    retrained = tiny_config(workdir, workdir / "data")
-    retrained.training.learning_rate = 2e-3
-    report = run(retrained)
-    assert report["rerun_after_killed"] == ["Trainer"]
+    report = run(tiny_config(workdir, workdir / "data", learning_rate=2e-3))
+    assert report.rerun_after_killed == ["Trainer"] and report.span == 2  # span 2 again, not skipped
     assert states(report)["Transform"] == "CACHED" and states(report)["Trainer"] == "COMPLETE"
     assert running_nodes(config) == set()
     canceled = [
@@ -102,6 +101,7 @@ def test_killed_during_transform_then_during_trainer_the_reruns_complete(workdir
 
 
 def test_a_second_run_at_the_same_time_is_refused_and_the_store_stays_sound(workdir: Path):
+    shutil.rmtree(workdir / "data" / "span-2")  # one span: the run after the first has nothing new
     config = tiny_config(workdir, workdir / "data")
     first = start_run(workdir, config.training.learning_rate)
     try:
@@ -117,5 +117,5 @@ def test_a_second_run_at_the_same_time_is_refused_and_the_store_stays_sound(work
     finally:
         first.kill()
     report = run(config)  # the store is intact: everything the first run made is reused
-    executed = {name: state for name, state in states(report).items() if name != "previous_blessed_model"}
+    executed = {name: state for name, state in states(report).items() if name not in RESOLVERS}
     assert set(executed.values()) == {"CACHED"}, json.dumps(executed)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.main import EXIT_BAD_INPUT, EXIT_DRIFT, main
 from monitoring.batches import load_batch
-from pipeline.cli import EXIT_BAD_INPUT, EXIT_DRIFT, main
 
 pytestmark = pytest.mark.e2e
 
@@ -24,16 +24,17 @@ def drift(pipeline_runs: dict, batch: Path, output: Path, *flags: str) -> tuple[
 def test_served_traffic_then_one_command_reports_no_drift(
     pipeline_runs: dict, slice_data: Path, tmp_path: Path
 ):
+    from core.config import ServingConfig
     from serving.client import ServingClient
-    from serving.model_store import ModelStore
-    from serving.server import ServerConfig, build_server
+    from serving.server import build_server
+    from serving.version_manager import VersionManager
 
     base, logs = tmp_path / "models", tmp_path / "logs"
-    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / "fashion_mnist" / "1")
-    store = ModelStore(str(base), poll_seconds=3600)
+    shutil.copytree(pipeline_runs["first"].model.pushed_path, base / "fashion_mnist" / "1")
+    store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
     server, port = build_server(
-        store, ServerConfig(model_base_path=str(base), port=0, request_log_dir=str(logs))
+        store, ServingConfig(model_base_path=str(base), port=0, request_log_dir=str(logs))
     )
     server.start()
     try:
@@ -47,9 +48,10 @@ def test_served_traffic_then_one_command_reports_no_drift(
     code, summary = drift(pipeline_runs, logs, tmp_path / "report")
     assert code == 0 and summary["verdict"] == "no drift", summary["features"][:3]
     assert summary["batch"]["images"] == 300
-    version = pipeline_runs["first"]["model"]["pushed_version"]
+    version = pipeline_runs["first"].model.pushed_version
     assert summary["served_version"] == int(version)
-    assert summary["reference"]["description"].startswith(f"training split of version {version} (300 images")
+    description = summary["reference"]["description"]
+    assert description.startswith(f"training window of version {version} (spans [1], ")
     assert any(f["feature"] == "predicted_class" for f in summary["features"])  # from the logged answers
     assert (tmp_path / "report" / "drift_report.html").read_text().count("NO DRIFT") == 1
 

@@ -1,10 +1,8 @@
-"""The whole pipeline on a 300/300 slice of the real data, as a user would notice it.
+"""The whole loop on a slice of the real data (spans of 150 images, 300 gold test images), as a user sees it.
 
-One session-scoped sequence of runs (`pipeline_runs` in conftest; each costs a minute or more):
-1. a fresh run executes every component and pushes a version;
-2. an unchanged rerun is fully cached and pushes nothing new;
-3. a retrained candidate below the accuracy floor is evaluated against the
-   blessed baseline, not blessed, and not pushed.
+One session-scoped sequence of runs (`pipeline_runs` in conftest): span 1, span
+2 (warm-started, gated against the served model, pushed as canary), a rerun
+with nothing new (fully cached), and a changed recipe that is refused.
 """
 
 import json
@@ -15,65 +13,103 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.features import CLASS_NAMES, IMAGE_KEY, LABEL_KEY, PIXELS
+from core.vocabulary import CLASS_NAMES, IMAGE_KEY, LABEL_KEY, PIXELS
+from pipeline import nodes
 from pipeline.local_runner import PipelineFailedError, run
-from pipeline.report import save_report
-from tests.conftest import tiny_config
+from pipeline.metadata import Metadata, open_store, span_of
+from pipeline.report import RunReport, save_report
+from serving.rollout import models_config_path, read_rollout
+from tests.conftest import SLICE_SIZE, tiny_config
 
 pytestmark = pytest.mark.e2e
 
-EXECUTED_NODES = [
-    "ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ImageFeatureStatistics", "ExampleValidator",
-    "AnomalyGate", "Transform", "Trainer", "previous_blessed_model", "Evaluator", "ServingCheck", "Pusher",
-]  # fmt: skip
+FIRST_RUN_NODES = {
+    nodes.SPAN_EXAMPLE_GEN, nodes.GOLD_EXAMPLE_GEN, nodes.SCHEMA_GEN, nodes.SPAN_STATISTICS,
+    nodes.GOLD_STATISTICS, nodes.SPAN_VALIDATOR, nodes.GOLD_VALIDATOR, nodes.ANOMALY_GATE, nodes.DRIFT_GATE,
+    nodes.TRAINING_WINDOW, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, nodes.TRANSFORM, nodes.WARM_START_MODEL,
+    nodes.TRAINER, nodes.SERVED_MODEL, nodes.EVALUATOR, nodes.SERVING_CHECK, nodes.PUSHER,
+}  # fmt: skip
+DRIFT_NODES = {
+    nodes.PREVIOUS_SPAN, nodes.PREVIOUS_WINDOW, nodes.SPAN_IMAGE_STATISTICS,
+    nodes.PREVIOUS_SPAN_IMAGE_STATISTICS, nodes.PREVIOUS_WINDOW_IMAGE_STATISTICS,
+    nodes.DRIFT_VS_PREVIOUS_SPAN, nodes.DRIFT_VS_WINDOW,
+}  # fmt: skip
 
 
-def states(report: dict) -> dict[str, str]:
-    return {row["component"]: row["state"] for row in report["components"]}
-
-
-def test_first_run_executes_every_component_and_pushes_a_version(pipeline_runs: dict):
-    report = pipeline_runs["first"]
-    assert set(states(report)) == set(EXECUTED_NODES)
-    assert all(state == "COMPLETE" for state in states(report).values()), states(report)
-    model = report["model"]
-    assert model["blessed"] is True and model["pushed"] is True
-    assert model["serving_check_passed"] is True
-    assert model["examples"] == 300  # notes.txt and backup.tfrecord beside the data were not read
-    assert 0.0 <= model["accuracy"] <= 1.0 and set(model["per_class"]) == set(CLASS_NAMES)
-    pushed = Path(model["pushed_path"])
-    assert pushed.parent == Path(pipeline_runs["config"].model_serving_dir)
-    assert pushed.name == model["pushed_version"] and pushed.name.isdigit()
-    assert (pushed / "saved_model.pb").is_file()
-    assert list(pipeline_runs["served_after_first"]) and all(
-        not k.startswith(".tmp") for k in pipeline_runs["served_after_first"]
-    )
-
-
-@pytest.mark.parametrize("run_name", ["first", "third"])  # without and with a baseline model in TFMA
-def test_confusion_matrix_counts_each_test_image_once(pipeline_runs: dict, run_name: str):
-    model = pipeline_runs[run_name]["model"]
-    matrix = np.array(model["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == 300
-    assert np.trace(matrix) / 300 == pytest.approx(model["accuracy"], abs=1e-6)
-    assert all(pair["true"] != pair["predicted"] for pair in model["most_confused"])
-
-
-def test_saved_report_has_the_confusion_matrix_picture(pipeline_runs: dict):
+def metadata(pipeline_runs: dict) -> Metadata:
     config = pipeline_runs["config"]
-    save_report(pipeline_runs["first"], config)
-    png = Path(pipeline_runs["first"]["model"]["confusion_matrix_png"])
+    return Metadata(open_store(config), config.pipeline_name)
+
+
+def latest_execution(meta: Metadata, node: str):
+    return meta.node_executions(node)[-1]
+
+
+def test_the_first_span_runs_every_component_and_becomes_stable_and_canary(pipeline_runs: dict):
+    report = pipeline_runs["first"]
+    assert set(report.states()) == FIRST_RUN_NODES  # no earlier span: nothing to compare with yet
+    assert set(report.states().values()) == {"COMPLETE"}, report.states()
+    assert report.span == 1 and "span 1 (new), the first span" in report.span_plan
+    model = report.model
+    assert model.blessed is True and model.pushed is True and model.serving_check_passed is True
+    assert model.examples == SLICE_SIZE  # the gold set only; notes.txt beside it was not read
+    assert 0.0 <= model.accuracy <= 1.0 and set(model.per_class) == set(CLASS_NAMES)
+    pushed = Path(model.pushed_path)
+    assert pushed.parent == Path(pipeline_runs["config"].model_serving_dir)
+    assert pushed.name == model.pushed_version and (pushed / "saved_model.pb").is_file()
+    assert f"stable {model.pushed_version}, canary {model.pushed_version}" in report.rollout
+
+
+def test_the_second_span_trains_on_the_window_warm_started_and_gated_against_the_served_model(
+    pipeline_runs: dict,
+):
+    first, second = pipeline_runs["first"].model, pipeline_runs["second"]
+    assert set(second.states()) == FIRST_RUN_NODES | DRIFT_NODES
+    assert second.span == 2 and "compared with span 1" in second.span_plan
+    meta = metadata(pipeline_runs)
+    transform = latest_execution(meta, nodes.TRANSFORM)
+    assert sorted(span_of(a) for a in meta.artifacts(transform.id, "examples")) == [1, 2]
+    served_model = meta.one(meta.producer(meta.pushed_models()[int(first.pushed_version)]).id, "model")
+    trainer = latest_execution(meta, nodes.TRAINER)
+    assert meta.one(trainer.id, "base_model").id == served_model.id  # warm start from what serves
+    evaluator = latest_execution(meta, nodes.EVALUATOR)
+    assert meta.one(evaluator.id, "baseline_model").id == served_model.id  # gated against what serves
+    assert second.model.pushed is True
+    rollout = read_rollout(pipeline_runs["config"].serving_dir, pipeline_runs["config"].model_name)
+    assert (rollout.stable, rollout.canary) == (int(first.pushed_version), int(second.model.pushed_version))
+    text = Path(models_config_path(pipeline_runs["config"].serving_dir)).read_text()
+    assert f'key: "canary"\n      value: {second.model.pushed_version}' in text
+    assert f'key: "stable"\n      value: {first.pushed_version}' in text
+
+
+@pytest.mark.parametrize("run_name", ["first", "fourth"])  # without and with a baseline model in TFMA
+def test_confusion_matrix_counts_each_gold_image_once(pipeline_runs: dict, run_name: str):
+    model = pipeline_runs[run_name].model
+    matrix = np.array(model.confusion_matrix)
+    assert matrix.shape == (10, 10) and matrix.sum() == SLICE_SIZE
+    assert np.trace(matrix) / SLICE_SIZE == pytest.approx(model.accuracy, abs=1e-6)
+    assert all(pair["true"] != pair["predicted"] for pair in model.most_confused)
+
+
+def test_saved_report_has_the_confusion_matrix_picture_and_reads_back_identically(pipeline_runs: dict):
+    from pipeline.report import format_report, latest_report
+
+    config = pipeline_runs["config"]
+    saved, path = save_report(pipeline_runs["fourth"], config)
+    png = Path(saved.confusion_matrix_png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert pipeline_runs["fourth"].confusion_matrix_png is None  # saving does not change the report
+    assert RunReport.from_json(json.loads(Path(path).read_text())) == saved
+    assert format_report(latest_report(config)) == format_report(saved)  # `fmnist report` prints the same
 
 
 def test_pushed_model_answers_both_signatures_consistently(pipeline_runs: dict, slice_data: Path):
-    model = tf.saved_model.load(pipeline_runs["first"]["model"]["pushed_path"])
+    model = tf.saved_model.load(pipeline_runs["second"].model.pushed_path)
     files = sorted(str(p) for p in (slice_data / "test").glob("*.tfrecord.gz"))
     serialized = next(iter(tf.data.TFRecordDataset(files, "GZIP").batch(16)))
     images = tf.io.parse_example(serialized, {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)})[
         IMAGE_KEY
     ]
-
     by_example = model.signatures["serving_default"](examples=serialized)["probabilities"].numpy()
     by_pixels = model.signatures["predict_images"](images=tf.cast(tf.reshape(images, [-1, 28, 28]), tf.uint8))
     np.testing.assert_allclose(by_example, by_pixels["probabilities"].numpy(), rtol=1e-5, atol=1e-6)
@@ -83,28 +119,30 @@ def test_pushed_model_answers_both_signatures_consistently(pipeline_runs: dict, 
     assert [n.decode() for n in by_pixels["class_names"].numpy()] == [CLASS_NAMES[i] for i in ids]
 
 
-def test_unchanged_rerun_is_fully_cached_and_pushes_nothing(pipeline_runs: dict):
-    report = pipeline_runs["second"]
-    executed = {name: state for name, state in states(report).items() if name != "previous_blessed_model"}
-    assert set(executed.values()) == {"CACHED"}, executed
-    assert pipeline_runs["served_after_second"] == pipeline_runs["served_after_first"]
-    assert report["model"]["pushed_version"] == pipeline_runs["first"]["model"]["pushed_version"]
-
-
-def test_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs: dict):
+def test_a_run_with_no_new_span_is_fully_cached_and_pushes_nothing(pipeline_runs: dict):
     report = pipeline_runs["third"]
-    assert states(report)["Trainer"] == "COMPLETE" and states(report)["Evaluator"] == "COMPLETE"
-    assert report["model"]["blessed"] is False and report["model"]["pushed"] is False
-    reasons = report["model"]["not_blessed_because"]
+    assert report.span == 2 and "ingested before" in report.span_plan
+    executed = {name: state for name, state in report.states().items() if name not in nodes.RESOLVERS}
+    assert set(executed.values()) == {"CACHED"}, executed
+    assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_second"]
+
+
+def test_a_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs: dict):
+    report = pipeline_runs["fourth"]
+    assert report.states()["Trainer"] == "COMPLETE" and report.states()["Evaluator"] == "COMPLETE"
+    assert report.model.blessed is False and report.model.pushed is False
+    reasons = report.model.not_blessed_because
     assert any(
         r.startswith("sparse_categorical_accuracy = ") and r.endswith("must be >= 0.99") for r in reasons
     )
-    assert any(  # compared with the first run's blessed model
+    assert any(  # compared with the served (stable) version
         r.startswith("sparse_categorical_accuracy change = ")
         and r.endswith("absolute change vs baseline must be >= 1")
         for r in reasons
     ), reasons
-    assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_first"]  # byte for byte
+    per_class = [r for r in reasons if r.startswith("sparse_categorical_accuracy change [class ")]
+    assert {r.split("[class ")[1].split("]")[0] for r in per_class} == set(CLASS_NAMES), reasons
+    assert pipeline_runs["served_after_fourth"] == pipeline_runs["served_after_second"]  # byte for byte
 
 
 def write_examples(path: Path, examples: list[tf.train.Example]) -> None:
@@ -129,28 +167,28 @@ def example(image: list, label: int | None) -> tf.train.Example:
 
 
 def _damage(data: Path, case: str) -> list[str]:
-    """Damage the prepared slice for `case`; return what the failure message must say."""
-    rows = [example([i % 256] * PIXELS, i % 10) for i in range(40)]
-    train_extra, test_extra = (
-        data / "train" / "data-00004-of-00004.tfrecord.gz",
-        data / "test" / "extra.tfrecord.gz",
-    )
+    """Damage span 1 and the gold set of the slice for `case`; return what the failure message must say.
+
+    Span rows are many, so ImportExampleGen's hash split puts some into both the train and the eval split.
+    """
+    span_extra, gold_extra = data / "span-1" / "extra.tfrecord.gz", data / "test" / "extra.tfrecord.gz"
     if case == "missing label, pixel out of range":
-        write_examples(train_extra, [*rows, example([0] * PIXELS, None)])
-        write_examples(test_extra, [*rows, example([300] * PIXELS, 3)])
-        return ["split 'eval', feature 'image': Out-of-range values", "split 'train', feature 'label'"]
+        write_examples(span_extra, [example([i % 256] * PIXELS, None) for i in range(80)])
+        write_examples(gold_extra, [example([300] * PIXELS, 3)])
+        return ["split 'train', feature 'label'", "split 'eval', feature 'label'",
+                "split 'test', feature 'image': Out-of-range values"]  # fmt: skip
     if case == "image of the wrong length, float pixels":
-        write_examples(train_extra, [*rows, example([0] * 700, 1)])
+        write_examples(span_extra, [example([0] * 700, i % 10) for i in range(80)])
         for f in (data / "test").glob("*.tfrecord.gz"):
             f.unlink()
-        write_examples(test_extra, [example([0.5] * PIXELS, i % 10) for i in range(40)])
-        return ["split 'train', feature 'image'", "split 'eval', feature 'image'", "FLOAT"]
+        write_examples(gold_extra, [example([0.5] * PIXELS, i % 10) for i in range(40)])
+        return ["split 'train', feature 'image'", "split 'test', feature 'image'", "FLOAT"]
     if case == "bytes pixels, empty split":
-        for f in [*(data / "train").glob("*.tfrecord.gz"), *(data / "test").glob("*.tfrecord.gz")]:
+        for f in [*(data / "span-1").glob("*.tfrecord.gz"), *(data / "test").glob("*.tfrecord.gz")]:
             f.unlink()
-        write_examples(train_extra, [example([b"\x00"] * PIXELS, i % 10) for i in range(40)])
-        write_examples(test_extra, [])
-        return ["split 'train', feature 'image'", "got STRING", "split 'eval', data set: no examples"]
+        write_examples(span_extra, [example([b"\x00"] * PIXELS, i % 10) for i in range(80)])
+        write_examples(gold_extra, [])
+        return ["split 'train', feature 'image'", "got STRING", "split 'test', data set: no examples"]
     raise AssertionError(case)
 
 
@@ -173,41 +211,67 @@ def test_bad_data_stops_the_run_before_transform_and_pushes_nothing(
     with pytest.raises(PipelineFailedError) as failure:
         run(config)
     message = str(failure.value)
-    assert "stopped before Transform and Trainer" in message
+    assert "span 1 or the gold test set breaks the curated schema; stopped before Transform" in message
     for words in expected:
         assert words in message, message
-    ran = states(failure.value.report)
-    assert ran["AnomalyGate"] == "FAILED"
-    assert "Transform" not in ran and "Trainer" not in ran and "Pusher" not in ran
+    ran = failure.value.report.states()
+    assert ran[nodes.ANOMALY_GATE] == "FAILED"
+    assert nodes.TRANSFORM not in ran and nodes.TRAINER not in ran and nodes.PUSHER not in ran
     assert not Path(config.serving_dir).exists()
 
 
-def test_lineage_of_the_served_version_walks_back_to_the_data(pipeline_runs: dict, capsys):
-    from components.dataset import OFFICIAL_FILES
-    from pipeline.cli import main
+def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: dict, capsys):
+    from cli.main import main
+    from ingest.prepare import OFFICIAL_FILES
+    from pipeline.fingerprint import code_fingerprint
     from pipeline.lineage import LineageError, lineage_of
-    from pipeline.pipeline import code_fingerprint
+    from pipeline.pipeline import RUN_MODULE
 
-    config, first = pipeline_runs["config"], pipeline_runs["first"]["model"]
-    chain = lineage_of(config)  # the served version: the first run's (the third was not pushed)
-    assert chain["version"] == int(first["pushed_version"])
-    assert chain["pushed"]["destination"] == first["pushed_path"]
-    assert chain["evaluation"]["blessed"] is True
-    assert chain["evaluation"]["accuracy"] == pytest.approx(first["accuracy"])
-    assert chain["serving_check"] == {"node": "ServingCheck", "blessed": True}
-    assert chain["model"]["hyperparameters"]["learning_rate"] == config.training.learning_rate
-    assert chain["model"]["code_fingerprint"] == code_fingerprint()
-    assert chain["schema"]["schema_file"] == config.schema_path
-    assert chain["examples"]["input_base"] == config.data_dir
-    assert chain["examples"]["source_checksums"]["train images"] == OFFICIAL_FILES["train"]["images"].sha256
-    assert "split:train" in chain["examples"]["input_fingerprint"]
-    assert list(Path(chain["statistics"]["uri"]).glob("Split-train/FeatureStats.pb"))
-    assert chain["image_statistics"]["bins"] == 20
-    assert (Path(chain["image_statistics"]["uri"]) / "Split-train" / "ImageFeatureStats.pb").is_file()
+    config, first, second = (
+        pipeline_runs["config"],
+        pipeline_runs["first"].model,
+        pipeline_runs["second"].model,
+    )
+    chain = lineage_of(config)  # the served version: stable, the first run's (the second is only canary)
+    assert chain.version == int(first.pushed_version) and chain.pushed_destination == first.pushed_path
+    assert chain.evaluation.blessed is True and chain.evaluation.accuracy == pytest.approx(first.accuracy)
+    assert chain.serving_check.node == nodes.SERVING_CHECK and chain.serving_check.blessed is True
+    assert chain.hyperparameters["learning_rate"] == config.training.learning_rate
+    assert chain.code_fingerprint == code_fingerprint(RUN_MODULE)
+    assert chain.schema_file == config.schema_path and chain.data_dir == config.data_dir
+    assert [s.span for s in chain.spans] == [1] and chain.warm_started_from is None
+    assert chain.spans[0].source == "official training split, part 1 of 2"
+    assert "split:input,num_files:4" in chain.spans[0].input_fingerprint  # not backup.tfrecord
+    assert len(chain.spans[0].file_sha256) == 4
+    assert chain.source_checksums["train images"] == OFFICIAL_FILES["train"]["images"].sha256
+    assert chain.image_statistics_bins == 20
+    assert (Path(chain.image_statistics_uri) / "Split-train" / "FeatureStats.pb").is_file()
+
+    canary = lineage_of(config, int(second.pushed_version))
+    assert [s.span for s in canary.spans] == [1, 2]
+    assert canary.warm_started_from == first_model_uri(config, first)
+    assert canary.evaluation.baseline_model_uri == canary.warm_started_from
 
     assert main(["lineage", "--workdir", config.workdir, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["version"] == chain["version"]
-    assert main(["lineage", "--workdir", config.workdir]) == 0
-    assert f"version {chain['version']} at " in capsys.readouterr().out
+    assert json.loads(capsys.readouterr().out)["version"] == chain.version
     with pytest.raises(LineageError, match="version 1 was not pushed"):
         lineage_of(config, 1)
+
+
+def first_model_uri(config, facts) -> str:
+    meta = Metadata(open_store(config), config.pipeline_name)
+    return meta.one(meta.producer(meta.pushed_models()[int(facts.pushed_version)]).id, "model").uri
+
+
+def test_lineage_works_from_any_directory_with_an_absolute_workdir(pipeline_runs: dict):
+    import subprocess
+    import sys
+
+    workdir = pipeline_runs["config"].workdir
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "fmnist"), "lineage", "--workdir", workdir],
+        cwd="/", capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"accuracy {pipeline_runs['first'].model.accuracy:.4f}" in result.stdout
+    assert "unknown" not in result.stdout

@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from components import idx
-from components.features import NUM_CLASSES
+from core import idx
+from core.config import DriftConfig
+from core.errors import InputError
+from core.vocabulary import MODEL_NAME, NUM_CLASSES
 from monitoring.batches import Batch, load_batch
 from monitoring.drift import PREDICTED_CLASS, build_reference, check_drift
 from monitoring.drift_report import FACETS_FILE, REPORT_FILE, SUMMARY_FILE, write_report
 from monitoring.shifts import SHIFTS
-from pipeline.config import DriftConfig
 
 DRIFT = DriftConfig()
 
@@ -68,7 +69,7 @@ def test_clean_samples_are_not_flagged(data: dict, size: int):
 
 
 def test_too_small_a_batch_is_refused(data: dict):
-    with pytest.raises(ValueError, match="tiny.npy: 10 images; at least 50 are needed"):
+    with pytest.raises(InputError, match="tiny.npy: 10 images; at least 50 are needed"):
         check_drift(Batch(data["test"][:10], "tiny.npy"), data["reference"], DRIFT, None)
 
 
@@ -96,6 +97,8 @@ def _write_request_log(directory: Path, images: np.ndarray) -> None:
         request = predict_pb2.PredictRequest()
         request.inputs["images"].CopyFrom(tf.make_tensor_proto(images[i : i + 25]))
         response = predict_pb2.PredictResponse()
+        response.model_spec.name = MODEL_NAME
+        response.model_spec.version.value = 7
         probabilities = np.full((len(images[i : i + 25]), NUM_CLASSES), 0.1, np.float32)
         response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(probabilities))
         logger.log_predict(request, response)
@@ -133,5 +136,5 @@ def test_every_input_format_is_read(data: dict, tmp_path: Path, official_dir: Pa
     ],
 )
 def test_unreadable_or_empty_input_names_the_path(tmp_path: Path, make, message: str):
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises(InputError, match=message):
         load_batch(str(make(tmp_path)))

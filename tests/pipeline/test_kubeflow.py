@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import PipelineConfig
+from pipeline import nodes
 from pipeline.beam_runners import TEMPLATES, beam_args, placeholders
-from pipeline.config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "europe-docker.pkg.dev/demo/fmnist/pipeline:test"
@@ -16,7 +17,7 @@ IMAGE = "europe-docker.pkg.dev/demo/fmnist/pipeline:test"
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from pipeline.cli import main
+    from cli.main import main
 
     output = tmp_path_factory.mktemp("kfp") / "pipeline.json"
     argv = [
@@ -34,10 +35,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_spec_names_every_component_and_runs_each_in_the_image(compiled: dict):
     from pipeline.pipeline import create_pipeline
 
-    expected = {c.id for c in create_pipeline(PipelineConfig(workdir="/tmp/unused")).components}
+    pipeline = create_pipeline(PipelineConfig(workdir="/tmp/unused"), orchestrator="kubeflow_v2")
+    expected = {c.id for c in pipeline.components}
     tasks = set(compiled["pipelineSpec"]["root"]["dag"]["tasks"])
-    assert expected - {"previous_blessed_model"} <= tasks
-    assert any(t.startswith("previous_blessed_model") for t in tasks)  # the resolver, compiled to queries
+    assert expected - {nodes.SERVED_MODEL} <= tasks
+    assert any(t.startswith(nodes.SERVED_MODEL) for t in tasks)  # the resolver, compiled to queries
     images = {
         name: executor["container"]["image"]
         for name, executor in compiled["pipelineSpec"]["deploymentSpec"]["executors"].items()
@@ -130,6 +132,6 @@ def test_the_kubernetes_manifest_serves_the_pushed_directory_with_a_valid_models
     logger = documents["Deployment"]["spec"]["template"]["spec"]["containers"][1]
     assert logger["command"] == ["fmnist", "log-proxy"] and "--upstream=127.0.0.1:8500" in logger["args"]
     assert {p["containerPort"] for p in logger["ports"]} == {8600} and "--port=8600" in logger["args"]
-    from pipeline.cli import build_parser
+    from cli.main import build_parser
 
     build_parser().parse_args(["log-proxy", *logger["args"]])  # the sidecar's flags exist

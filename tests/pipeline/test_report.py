@@ -1,10 +1,19 @@
 """Pure parts of the run report: confused pairs and the text rendering."""
 
+from pathlib import Path
+
 import numpy as np
 import tensorflow_model_analysis as tfma
 
-from components.features import CLASS_NAMES
-from pipeline.report import format_report, most_confused_pairs, threshold_text
+from core.vocabulary import CLASS_NAMES
+from pipeline.report import (
+    ComponentRun,
+    ModelFacts,
+    RunReport,
+    format_report,
+    most_confused_pairs,
+    threshold_text,
+)
 
 
 def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
@@ -21,22 +30,43 @@ def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
 
 
 def test_format_report_says_why_a_model_was_not_pushed():
-    report = {
-        "run_id": "r1",
-        "components": [{"component": "Trainer", "state": "COMPLETE", "seconds": 12.0}],
-        "model": {
-            "accuracy": 0.5,
-            "examples": 300,
-            "per_class": dict.fromkeys(CLASS_NAMES, 0.5),
-            "blessed": False,
-            "not_blessed_because": ["sparse_categorical_accuracy = 0.5000, must be >= 0.9"],
-            "pushed": False,
-        },
-    }
+    report = RunReport(
+        run_id="r1",
+        components=[ComponentRun("Transform", "CACHED", 0.5), ComponentRun("Trainer", "COMPLETE", 12.0)],
+        model=ModelFacts(
+            accuracy=0.5,
+            examples=300,
+            per_class=dict.fromkeys(CLASS_NAMES, 0.5),
+            blessed=False,
+            not_blessed_because=["sparse_categorical_accuracy = 0.5000, must be >= 0.9"],
+            pushed=False,
+        ),
+        wall_seconds=20.25,
+    )
     text = format_report(report)
-    assert "test accuracy: 0.5000 on 300 examples" in text
+    assert "test accuracy: 0.5000 on 300 gold examples" in text
     assert "blessed: no\n  sparse_categorical_accuracy = 0.5000, must be >= 0.9" in text
+    assert "total (sum of components)" in text and "12.5" in text
+    assert "wall time (the whole run)" in text and "20.2" in text
     assert text.endswith("pushed: no")
+
+
+def test_a_saved_report_reads_back_identically(tmp_path):
+    from core.config import PipelineConfig
+    from pipeline.report import save_report
+
+    report = RunReport(
+        run_id="2026-11-26T00:00:00",
+        components=[ComponentRun("Trainer", "COMPLETE", 1.0)],
+        model=ModelFacts(accuracy=0.9, confusion_matrix=(np.eye(10, dtype=int) * 3).tolist()),
+        wall_seconds=3.0,
+        peak_rss_mb={"main_process": 100.0, "largest_child": 50.0},
+    )
+    saved, path = save_report(report, PipelineConfig(workdir=str(tmp_path)))
+    assert report.confusion_matrix_png is None and saved.confusion_matrix_png.endswith("-confusion.png")
+    import json
+
+    assert format_report(RunReport.from_json(json.loads(Path(path).read_text()))) == format_report(saved)
 
 
 def test_threshold_text_states_bounds_in_words():

@@ -8,21 +8,23 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
+from core.config import ServingConfig
+from core.errors import ServingError
 from monitoring.batches import load_batch
-from serving.client import ServingClient, ServingError
+from serving.client import RequestRefusedError, ServingClient
 from serving.log_proxy import build_proxy
-from serving.model_store import ModelStore
-from serving.server import ServerConfig, build_server
+from serving.server import build_server
+from serving.version_manager import VersionManager
 
 pytestmark = pytest.mark.e2e  # serves the model a slice run pushed
 
 
 def test_the_proxy_forwards_every_rpc_and_logs_predict(pipeline_runs: dict, slice_data: Path, tmp_path: Path):
     base = tmp_path / "models"
-    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / "fashion_mnist" / "5")
-    store = ModelStore(str(base), poll_seconds=3600)
+    shutil.copytree(pipeline_runs["first"].model.pushed_path, base / "fashion_mnist" / "5")
+    store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
-    upstream, upstream_port = build_server(store, ServerConfig(model_base_path=str(base), port=0))
+    upstream, upstream_port = build_server(store, ServingConfig(model_base_path=str(base), port=0))
     upstream.start()
     proxy, proxy_port, logger = build_proxy(f"127.0.0.1:{upstream_port}", str(tmp_path / "logs"), port=0)
     proxy.start()
@@ -40,7 +42,7 @@ def test_the_proxy_forwards_every_rpc_and_logs_predict(pipeline_runs: dict, slic
         states = [s.state for s in through.status().model_version_status]
         assert states == [get_model_status_pb2.ModelVersionStatus.AVAILABLE]
         assert set(through.metadata().signature_def) == {"serving_default", "predict_images", "classify"}
-        with pytest.raises(ServingError, match="NOT_FOUND: model 'shoes' is not being served"):
+        with pytest.raises(RequestRefusedError, match="NOT_FOUND: model 'shoes' is not being served"):
             through.predict_images(images[:1], model="shoes")  # the upstream's status and message
     finally:
         proxy.stop(grace=None)

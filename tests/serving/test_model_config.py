@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.model_config import ModelSource, read_model_config
+from serving.model_config import ModelConfigError, ModelSource, read_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,6 +56,6 @@ def test_bad_models_config_is_refused_with_the_file_and_model_named(tmp_path: Pa
 
     path = tmp_path / "models.config"
     path.write_text(text)
-    with pytest.raises(ValueError, match=re.escape(message)) as failure:
+    with pytest.raises(ModelConfigError, match=re.escape(message)) as failure:
         read_model_config(str(path))
     assert str(path) in str(failure.value)

@@ -21,10 +21,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from components.features import CLASS_NAMES
-from serving.client import ServingClient, ServingError, load_images
-from serving.model_store import ModelStore
-from serving.server import ServerConfig, build_server, make_store
+from core.config import ServingConfig
+from core.errors import ServingError
+from core.vocabulary import CLASS_NAMES
+from serving.client import RequestRefusedError, ServingClient
+from serving.server import build_server, make_manager
+from serving.version_manager import VersionManager
 
 MODEL = "fashion_mnist"
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -35,10 +37,10 @@ pytestmark = pytest.mark.e2e  # the tests serve the model a pipeline run on a sl
 def served(pipeline_runs: dict, tmp_path: Path):
     """A server over a fresh base path holding the pushed model as version 1."""
     base = tmp_path / "models"
-    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / "1")
-    store = ModelStore(str(base), poll_seconds=3600)  # tests poll by hand
+    shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "1")
+    store = VersionManager(str(base), poll_seconds=3600)  # tests poll by hand
     store.poll_once()
-    server, port = build_server(store, ServerConfig(model_base_path=str(base), port=0, max_batch=64))
+    server, port = build_server(store, ServingConfig(model_base_path=str(base), port=0, max_batch=64))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield {
@@ -281,7 +283,7 @@ def test_incomplete_and_corrupt_versions_never_replace_the_serving_one(served, t
 def test_a_removed_version_is_unloaded(served, test_images):
     shutil.rmtree(served["base"] / MODEL / "1")
     served["store"].poll_once()
-    with pytest.raises(ServingError, match="NOT_FOUND: model 'fashion_mnist' is not being served"):
+    with pytest.raises(RequestRefusedError, match="NOT_FOUND: model 'fashion_mnist' is not being served"):
         served["client"].predict_images(test_images[0][:1])
 
 
@@ -299,39 +301,10 @@ def test_metadata_request_must_ask_for_signature_def(served):
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_load_images_reads_png_npy_tfrecords_and_idx(
-    tmp_path: Path, official_dir: Path, slice_data: Path, test_images
-):
-    from PIL import Image
-
-    images, _ = test_images
-    Image.fromarray(images[0]).save(tmp_path / "one.png")
-    np.save(tmp_path / "batch.npy", images)
-    np.testing.assert_array_equal(load_images(str(tmp_path / "one.png")), images[:1])
-    np.testing.assert_array_equal(load_images(str(tmp_path / "batch.npy")), images)
-    idx_images = load_images(str(official_dir / "t10k-images-idx3-ubyte.gz"))
-    assert idx_images.shape == (10000, 28, 28)
-    np.testing.assert_array_equal(idx_images[:8], images)
-    from_tfrecords = load_images(str(next((slice_data / "test").glob("*.tfrecord.gz"))))
-    assert from_tfrecords.shape == (300, 28, 28)
-    np.testing.assert_array_equal(from_tfrecords[:8], images)
-    (tmp_path / "garbage.tfrecord").write_bytes(b"not a record")
-    with pytest.raises(ValueError, match="garbage.tfrecord: not TFRecords of examples"):
-        load_images(str(tmp_path / "garbage.tfrecord"))
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    (tmp_path / "broken-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
-    for name in ("broken.png", "broken-idx3-ubyte.gz"):
-        with pytest.raises(ValueError, match=f"{name}: cannot be read as"):
-            load_images(str(tmp_path / name))
-    np.save(tmp_path / "bad.npy", np.zeros((2, 32, 32)))
-    with pytest.raises(ValueError, match="bad.npy: array of shape"):
-        load_images(str(tmp_path / "bad.npy"))
-
-
 def test_pushed_model_carries_warmup_requests_that_replay(pipeline_runs: dict):
     from serving.warmup import read_warmup
 
-    requests = read_warmup(pipeline_runs["first"]["model"]["pushed_path"])
+    requests = read_warmup(pipeline_runs["first"].model.pushed_path)
     assert {r.model_spec.signature_name for r in requests} == {"predict_images", "serving_default"}
 
 
@@ -363,10 +336,10 @@ def test_request_logs_are_prediction_logs_readable_back(pipeline_runs: dict, tmp
     from tensorflow_serving.apis import prediction_log_pb2
 
     base = tmp_path / "models"
-    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / "3")
-    store = ModelStore(str(base), poll_seconds=3600)
+    shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "3")
+    store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
-    config = ServerConfig(model_base_path=str(base), port=0, request_log_dir=str(tmp_path / "logs"))
+    config = ServingConfig(model_base_path=str(base), port=0, request_log_dir=str(tmp_path / "logs"))
     server, port = build_server(store, config)
     server.start()
     try:
@@ -410,7 +383,7 @@ def test_fmnist_serve_answers_then_stops_cleanly_on_sigterm(pipeline_runs: dict,
     import portpicker
 
     base = tmp_path / "models"
-    shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / "4")
+    shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "4")
     port = portpicker.pick_unused_port()
     command = [
         str(Path(sys.executable).parent / "fmnist"),
@@ -453,13 +426,13 @@ def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, 
     images, _ = test_images
     base = tmp_path / "models"
     for version in (1, 2, 3):
-        shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / str(version))
+        shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / str(version))
     config = _write_config(
         tmp_path / "models.config", base, "specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 3}
     )
-    store = make_store(ServerConfig(model_config_file=str(config), poll_seconds=3600))
+    store = make_manager(ServingConfig(model_config_file=str(config), poll_seconds=3600))
     store.poll_once()
-    server, port = build_server(store, ServerConfig(port=0))
+    server, port = build_server(store, ServingConfig(port=0))
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=30)
     try:
@@ -469,9 +442,11 @@ def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, 
         assert client.predict_images(images[:1], label="stable")[1] == 1
         assert client.predict_images(images[:1], label="canary")[1] == 3
         assert client.predict_images(images[:1], version=1)[1] == 1
-        with pytest.raises(ServingError, match="NOT_FOUND: .*version 2 is not available"):
+        with pytest.raises(RequestRefusedError, match="NOT_FOUND: .*version 2 is not available"):
             client.predict_images(images[:1], version=2)
-        with pytest.raises(ServingError, match="INVALID_ARGUMENT: Unrecognized servable version label: beta"):
+        with pytest.raises(
+            RequestRefusedError, match="INVALID_ARGUMENT: Unrecognized servable version label: beta"
+        ):
             client.predict_images(images[:1], label="beta")
     finally:
         client.close()
@@ -481,16 +456,16 @@ def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, 
 def test_models_config_latest_policy_keeps_the_newest_n(pipeline_runs: dict, tmp_path: Path):
     base = tmp_path / "models"
     for version in (4, 5, 6):
-        shutil.copytree(pipeline_runs["first"]["model"]["pushed_path"], base / MODEL / str(version))
+        shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / str(version))
     config = _write_config(tmp_path / "models.config", base, "latest { num_versions: 2 }", {})
-    store = make_store(ServerConfig(model_config_file=str(config), poll_seconds=3600))
+    store = make_manager(ServingConfig(model_config_file=str(config), poll_seconds=3600))
     store.poll_once()
     assert {v: s.state for v, s in store.status(MODEL).items()} == {5: "AVAILABLE", 6: "AVAILABLE"}
     assert store.resolve(MODEL).version == 6
 
 
 def test_fmnist_serve_with_a_bad_config_exits_2_naming_the_file(tmp_path: Path, capsys):
-    from pipeline.cli import main
+    from cli.main import main
 
     missing = tmp_path / "nowhere.config"
     assert main(["serve", "--model-config-file", str(missing), "--port", "0"]) == 2
@@ -503,10 +478,10 @@ def test_serving_check_passes_a_good_model_and_names_what_breaks_a_bad_one(
     from tensorflow.core.protobuf import saved_model_pb2
 
     from components.serving_check import check_model_serves
-    from serving.export import CLASSIFY_METHOD
+    from core.vocabulary import CLASSIFY_METHOD
 
     _, serialized = test_images
-    pushed = Path(pipeline_runs["first"]["model"]["pushed_path"])
+    pushed = Path(pipeline_runs["first"].model.pushed_path)
     assert check_model_serves(str(pushed), serialized) == []
 
     corrupt = tmp_path / "corrupt"

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from components import idx
+from core import idx
 
 
 def images_bytes(count: int, rows: int = 28, cols: int = 28, magic: int = idx.IMAGES_MAGIC) -> bytes:

@@ -1,14 +1,16 @@
-"""Fashion-MNIST as TFRecords of `tf.train.Example`: find, verify, parse, write.
+"""Fashion-MNIST as spans of TFRecords of `tf.train.Example`, and the gold test set: find, verify, write.
 
 `prepare_dataset` is what `fmnist data prepare` runs. It looks for the four
 official IDX files (an explicit directory, then Debian's `dataset-fashion-mnist`,
 then the official mirror), checks the SHA-256 of their decompressed bytes, parses
-them with `components.idx`, and writes GZIP TFRecords into `<out>/train/` and
-`<out>/test/`. The official 10,000-image test set stays the evaluation split so
-accuracy is comparable to published figures.
+them with `core.idx`, and writes GZIP TFRecords: the official training split
+as spans `<out>/span-1/` .. `<out>/span-K/` (TFX's span convention; K=1 by
+default, more to simulate data arriving day by day), and the official
+10,000-image test split as `<out>/test/`, the fixed gold evaluation set that is
+never trained on, so accuracy stays comparable to published figures.
 
-Nothing is half-written: every split is written into a temporary directory
-beside the output and renamed into place only when both splits are complete.
+Nothing is half-written: everything is written into a temporary directory
+beside the output and renamed into place only when all of it is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import itertools
 import json
 import shutil
 import urllib.request
@@ -26,14 +29,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from components import idx
-from components.features import IMAGE_HEIGHT, IMAGE_KEY, IMAGE_WIDTH, LABEL_KEY, MAX_PIXEL, PIXELS
+from core import idx
+from core.errors import InputError
+from core.examples import write_tfrecords
+from core.spans import GOLD_SPLIT_DIR, SPAN_PREFIX, span_dir, spans_on_disk
+from core.vocabulary import MANIFEST_NAME, NUM_CLASSES, TFRECORD_SUFFIX
+from ingest.spans import write_span
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 MIRROR_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 SPLITS = ("train", "test")
-TFRECORD_SUFFIX = ".tfrecord.gz"
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +73,7 @@ OFFICIAL_FILES: dict[str, dict[str, IdxFile]] = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The source files are missing, unreadable or not the official ones."""
 
 
@@ -148,71 +153,8 @@ def parse_split(
     return images, labels
 
 
-def serialize_example(image: np.ndarray, label: int) -> bytes:
-    """One `tf.train.Example`: `image` as 784 int64 pixels (0..255), `label` as int64 0..9."""
-    import tensorflow as tf
-
-    feature = {
-        IMAGE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=image.reshape(-1).tolist())),
-        LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def write_tfrecords(images: np.ndarray, labels: np.ndarray, out_dir: Path, shards: int, desc: str) -> None:
-    """Write examples round-robin into `shards` GZIP files (several files let Beam read in parallel)."""
-    import tensorflow as tf
-
-    out_dir.mkdir(parents=True)
-    shards = max(1, min(shards, len(images)))
-    writers = [
-        tf.io.TFRecordWriter(str(out_dir / f"data-{i:05d}-of-{shards:05d}{TFRECORD_SUFFIX}"), options="GZIP")
-        for i in range(shards)
-    ]
-    try:
-        for i in tqdm(range(len(images)), desc=desc, unit="img", mininterval=1.0):
-            writers[i % shards].write(serialize_example(images[i], labels[i]))
-    finally:
-        for writer in writers:
-            writer.close()
-
-
-def parse_example_pixels(serialized) -> np.ndarray:
-    """The `image` pixels (int64 [n, 784], unchecked) of serialized examples of the project's format."""
-    import tensorflow as tf
-
-    spec = {IMAGE_KEY: tf.io.FixedLenFeature([PIXELS], tf.int64)}
-    return tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
-
-
-def read_example_images(files: list[Path]) -> np.ndarray:
-    """The `image` of every example in TFRecord files of the project's examples (GZIP if named .gz).
-
-    The inverse of `write_tfrecords`, for any TFRecords with the same `image` feature
-    (ExampleGen's output included); errors name the file.
-    """
-    import tensorflow as tf
-
-    parts = []
-    for file in files:
-        compression = "GZIP" if file.suffix.lower() == ".gz" else ""
-        try:
-            for batch in tf.data.TFRecordDataset(str(file), compression).batch(4096):
-                parts.append(parse_example_pixels(batch))
-        except tf.errors.OpError as err:
-            raise ValueError(
-                f"{file}: not TFRecords of examples with a 784-pixel 'image': {err.message}"
-            ) from err
-    if not parts:
-        raise ValueError(f"{', '.join(map(str, files)) or 'no files'}: hold no examples")
-    pixels = np.concatenate(parts)
-    if pixels.min() < 0 or pixels.max() > MAX_PIXEL:
-        raise ValueError(f"{files[0].parent}: pixel values outside 0..255")
-    return pixels.astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
-
-
 def _replace_dir(new: Path, final: Path) -> None:
-    """Swap `new` into `final` with renames, so readers see the old or the new split, never a mix."""
+    """Swap `new` into `final` with renames, so readers see the old or the new directory, never a mix."""
     old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
     if final.exists():
         final.rename(old)
@@ -220,26 +162,45 @@ def _replace_dir(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _read_manifest(output_dir: Path) -> dict | None:
+    try:
+        return json.loads((output_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def existing_manifest(
-    output_dir: Path, limit: int | None, files: dict[str, dict[str, IdxFile]]
+    output_dir: Path, limit: int | None, spans: int, files: dict[str, dict[str, IdxFile]]
 ) -> dict | None:
-    """The manifest of TFRecords already written from the same files with the same limit, if any.
+    """The manifest of TFRecords already written from the same files with the same limit and spans, if any.
 
     Rewriting identical TFRecords would give them new timestamps, and TFX would
     then re-run ImportExampleGen and everything after it; so an up-to-date
     output is kept.
     """
-    try:
-        manifest = json.loads((output_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
+    manifest = _read_manifest(output_dir)
+    if manifest is None:
         return None
     same_source = all(
         manifest.get("splits", {}).get(split, {}).get("source_sha256")
         == {k: f.sha256 for k, f in kinds.items()}
         for split, kinds in files.items()
     )
-    complete = all(any((output_dir / split).glob(f"*{TFRECORD_SUFFIX}")) for split in SPLITS)
-    return manifest if same_source and complete and manifest.get("limit") == limit else None
+    complete = any((output_dir / GOLD_SPLIT_DIR).glob(f"*{TFRECORD_SUFFIX}")) and set(
+        range(1, spans + 1)
+    ) <= set(spans_on_disk(str(output_dir)))
+    same_shape = manifest.get("limit") == limit and manifest.get("spans") == spans
+    return manifest if same_source and complete and same_shape else None
+
+
+def split_into_spans(
+    images: np.ndarray, labels: np.ndarray, spans: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive, near-equal parts of the training split: the days on which the data "arrived"."""
+    if spans > len(images):
+        raise DatasetError(f"--spans {spans}: more spans than the {len(images)} training images")
+    bounds = np.linspace(0, len(images), spans + 1).astype(int)
+    return [(images[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def prepare_dataset(
@@ -247,37 +208,57 @@ def prepare_dataset(
     output_dir: Path,
     limit: int | None = None,
     shards: int = 4,
+    spans: int = 1,
     download_dir: Path | None = None,
     files: dict[str, dict[str, IdxFile]] = OFFICIAL_FILES,
     force: bool = False,
 ) -> dict:
-    """Write `<output_dir>/{train,test}/*.tfrecord.gz` and a manifest; return the manifest.
+    """Write `<output_dir>/test/` (the gold set) and `span-1/` .. `span-<spans>/`; return the manifest.
 
-    `limit` keeps the first N images of each split (a slice for tests). `files`
-    exists so tests can hand in files with other checksums; the CLI always uses
-    the official ones. TFRecords already written from the same files with the
-    same limit are kept unless `force` (the manifest then says `"reused": true`).
+    The official training split is cut into `spans` consecutive spans (one:
+    all of it), as if it had arrived over `spans` days; the official test split
+    is the gold evaluation set. `limit` keeps the first N images of each split
+    (a slice for tests). `files` exists so tests can hand in files with other
+    checksums; the CLI always uses the official ones. Output already written
+    from the same files with the same limit and spans is kept unless `force`
+    (the manifest then says `"reused": true`). Spans added with `fmnist data
+    add` are never deleted without `force`.
     """
     source = locate_source_dir(source_dir, download_dir or output_dir / "downloads")
     verified = {split: read_split(source, files[split]) for split in SPLITS}  # refuses wrong files first
-    if not force and (current := existing_manifest(output_dir, limit, files)) is not None:
+    if not force and (current := existing_manifest(output_dir, limit, spans, files)) is not None:
         return {**current, "reused": True}
+    previous = _read_manifest(output_dir) or {}
+    added = sorted(set(spans_on_disk(str(output_dir))) - set(range(1, previous.get("spans", 0) + 1)))
+    if added and not force:
+        raise DatasetError(
+            f"{output_dir}: holds spans {added} added with `fmnist data add`; preparing would replace the "
+            "spans they follow. Prepare into another --data-dir, or pass --force to start over"
+        )
+    parsed = {split: parse_split(verified[split], split, files[split]) for split in SPLITS}
+    if limit is not None:
+        parsed = {split: (images[:limit], labels[:limit]) for split, (images, labels) in parsed.items()}
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = output_dir / f".tmp-{uuid.uuid4().hex[:8]}"
-    manifest: dict = {"source_dir": str(source), "limit": limit, "splits": {}}
+    manifest: dict = {"source_dir": str(source), "limit": limit, "spans": spans, "splits": {}}
     try:
-        for split in SPLITS:
-            images, labels = parse_split(verified[split], split, files[split])
-            if limit is not None:
-                images, labels = images[:limit], labels[:limit]
-            write_tfrecords(images, labels, staging / split, shards if split == "train" else 1, split)
+        test_images, test_labels = parsed["test"]
+        bar = tqdm(range(len(test_images)), desc="test", unit="img", mininterval=1.0)
+        write_tfrecords(test_images, test_labels, str(staging / GOLD_SPLIT_DIR), 1, bar)
+        for number, (images, labels) in enumerate(split_into_spans(*parsed["train"], spans), start=1):
+            write_span(str(staging), images, labels, f"official training split, part {number} of {spans}",
+                       span=number, shards=shards)  # fmt: skip
+        for split, (images, labels) in parsed.items():
             manifest["splits"][split] = {
                 "examples": len(images),
-                "class_counts": np.bincount(labels, minlength=10).tolist(),
+                "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(),
                 "source_sha256": {kind: f.sha256 for kind, f in files[split].items()},
             }
-        for split in SPLITS:
-            _replace_dir(staging / split, output_dir / split)
+        for name in [GOLD_SPLIT_DIR, *(f"{SPAN_PREFIX}{n}" for n in range(1, spans + 1))]:
+            _replace_dir(staging / name, output_dir / name)
+        for stale in [n for n in spans_on_disk(str(output_dir)) if n > spans]:
+            shutil.rmtree(span_dir(str(output_dir), stale), ignore_errors=True)
+        shutil.rmtree(output_dir / "train", ignore_errors=True)  # the layout before spans
         (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.image_features import FEATURE_NAMES, image_features
+from core.image_features import FEATURE_NAMES, image_features
 
 
 def test_a_blank_and_a_white_image():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.dataset import OFFICIAL_FILES, DatasetError, IdxFile, prepare_dataset
-from components.features import IMAGE_KEY, LABEL_KEY, PIXELS
-from components.idx import IdxFormatError
-from tests.components.test_idx import images_bytes, labels_bytes
+from core.idx import IdxFormatError
+from core.vocabulary import IMAGE_KEY, LABEL_KEY, PIXELS
+from ingest.prepare import OFFICIAL_FILES, DatasetError, IdxFile, prepare_dataset
+from tests.core.test_idx import images_bytes, labels_bytes
 
 
 def read_examples(directory: Path) -> list[tf.train.Example]:
@@ -37,8 +37,15 @@ def test_slice_has_the_official_first_images(slice_data: Path, official_dir: Pat
     first = examples[0].features.feature
     assert list(first[IMAGE_KEY].int64_list.value) == first_image.tolist()
     assert list(first[LABEL_KEY].int64_list.value) == [9]  # the first test image is an ankle boot
-    train_files = sorted(p.name for p in (slice_data / "train").iterdir())
-    assert train_files == [f"data-{i:05d}-of-00004.tfrecord.gz" for i in range(4)]
+    span_files = sorted(p.name for p in (slice_data / "span-1").iterdir())
+    assert span_files == [*(f"data-{i:05d}-of-00004.tfrecord.gz" for i in range(4)), "manifest.json"]
+    first_span, second_span = (
+        json.loads((slice_data / f"span-{n}" / "manifest.json").read_text()) for n in (1, 2)
+    )
+    assert (first_span["examples"], second_span["examples"]) == (150, 150)
+    assert first_span["source"] == "official training split, part 1 of 2"
+    for name, digest in first_span["files"].items():  # the manifest's checksums are the files'
+        assert hashlib.sha256((slice_data / "span-1" / name).read_bytes()).hexdigest() == digest
 
 
 def test_wrong_checksum_names_file_and_keeps_previous_output(source_copy: Path, tmp_path: Path):
@@ -118,3 +125,37 @@ def test_up_to_date_output_is_kept_and_force_rewrites_it(source_copy: Path, tmp_
     assert "reused" not in other_limit and other_limit["splits"]["test"]["examples"] == 30
     forced = prepare_dataset(source_copy, out, limit=30, force=True)
     assert "reused" not in forced
+
+
+def test_spans_cut_the_training_split_in_order_and_a_new_span_count_replaces_them(
+    source_copy: Path, tmp_path: Path
+):
+    out = tmp_path / "data"
+    prepare_dataset(source_copy, out, limit=30, spans=3)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "span-1", "span-2", "span-3", "test"]
+    labels = [
+        example.features.feature[LABEL_KEY].int64_list.value[0]
+        for n in (1, 2, 3)
+        for example in read_span_in_order(out / f"span-{n}")
+    ]
+    official = np.frombuffer((source_copy / "train-labels-idx1-ubyte").read_bytes()[8:38], np.uint8)
+    assert sorted(labels) == sorted(official.tolist())
+    prepare_dataset(source_copy, out, limit=30, spans=2)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "span-1", "span-2", "test"]
+
+
+def read_span_in_order(directory: Path) -> list[tf.train.Example]:
+    return read_examples(directory)
+
+
+def test_spans_added_since_are_not_deleted_without_force(source_copy: Path, tmp_path: Path):
+    from ingest.spans import write_span
+
+    out = tmp_path / "data"
+    prepare_dataset(source_copy, out, limit=20, spans=2)
+    write_span(str(out), np.zeros((3, 28, 28), np.uint8), np.array([1, 2, 3]), "added by hand")
+    with pytest.raises(DatasetError, match=r"holds spans \[3\] added with `fmnist data add`"):
+        prepare_dataset(source_copy, out, limit=20, spans=3)
+    assert (out / "span-3" / "manifest.json").exists()
+    prepare_dataset(source_copy, out, limit=20, spans=3, force=True)
+    assert json.loads((out / "span-3" / "manifest.json").read_text())["source"].startswith("official")

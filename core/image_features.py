@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_PIXEL
+from core.vocabulary import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_PIXEL
 
 GRID = 4
 INK_LEVEL = 0.5
@@ -81,6 +81,11 @@ def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
         for c in range(GRID):
             features[f"grid_{r}{c}"] = blocks[:, r, c]
     return {name: np.asarray(features[name], dtype=np.float32) for name in FEATURE_NAMES}
+
+
+def mean_image(images: np.ndarray) -> np.ndarray:
+    """The average image of a batch, float [28, 28] in [0, 1]: what a person compares first."""
+    return images.mean(axis=0) / MAX_PIXEL
 
 
 def binned(values: np.ndarray, bins: int) -> np.ndarray:

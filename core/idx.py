@@ -12,14 +12,14 @@ import struct
 
 import numpy as np
 
-from components.features import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
+from core.errors import InputError
+from core.vocabulary import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 
-UNSIGNED_BYTE = 0x08
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(InputError):
     """An IDX file is not what Fashion-MNIST ships; the message names file and field."""
 
 

@@ -1,0 +1,202 @@
+"""A week of data: six spans of 10,000 images arriving one per run, warm or from scratch, and two bad days.
+
+    python benchmarks/continuous_benchmark.py --workdir workdir/bench-week
+
+The official training split is cut into six spans (`fmnist data prepare
+--spans 6`). Two sequences run side by side in time, each in its own workdir,
+with the gold test set fixed:
+
+- warm start (the default configuration): the six days, with two bad days
+  injected: after day 3 a span whose labels are shuffled (day 3's images,
+  labels permuted), after day 5 a span of inverted images (day 5's images,
+  255 - pixels, labels kept). Each must be refused at the right gate (the
+  Evaluator's overall or per-class gate; the drift gate) with `stable`
+  unchanged;
+- from scratch (`--no-warm-start`): the six good days.
+
+Each day a span "arrives" (is copied into the workdir's data directory), then
+`fmnist run` runs; when it pushed a canary, `fmnist promote` makes it stable
+(the operator's check passing), so the next day is gated against it. Per run:
+wall time, Trainer time, epochs, accuracy on the gold test set overall and per
+class, the gate that refused it and why, and the stable and canary versions.
+Writes benchmarks/results/continuous.json and continuous.png, and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pipeline_benchmark import newest_report, run_measured
+
+import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
+
+# isort: split
+from core.examples import read_labelled_images
+from core.spans import span_dir
+from ingest.prepare import DEBIAN_DIR, prepare_dataset
+from ingest.spans import write_span
+from serving.rollout import read_rollout
+
+REPO = Path(__file__).resolve().parent.parent
+FMNIST = str(Path(sys.executable).parent / "fmnist")
+GOOD_DAYS = 6
+WARM_DAYS = ["1", "2", "3", "shuffled labels", "4", "5", "inverted images", "6"]
+
+
+def span_images(data_dir: Path, span: int) -> tuple[np.ndarray, np.ndarray]:
+    return read_labelled_images(
+        sorted(str(p) for p in Path(span_dir(str(data_dir), span)).glob("*.tfrecord.gz"))
+    )
+
+
+def arrive(day: str, source: Path, data_dir: Path) -> str:
+    """Put the day's span into `data_dir` as its next span; return what it is."""
+    if day.isdigit():
+        images, labels = span_images(source, int(day))
+        description = f"official training split, day {day}"
+    elif day == "shuffled labels":
+        images, labels = span_images(source, 3)
+        labels = np.random.default_rng(0).permutation(labels)
+        description = "day 3's images with their labels shuffled"
+    else:
+        images, labels = span_images(source, 5)
+        images = 255 - images
+        description = "day 5's images inverted (labels kept)"
+    write_span(str(data_dir), images, labels, description)
+    return description
+
+
+def refused_at(report: dict) -> str:
+    states = {row["component"]: row["state"] for row in report["components"]}
+    if states.get("DriftGate") == "FAILED":
+        return "drift gate"
+    if states.get("AnomalyGate") == "FAILED":
+        return "schema gate"
+    if report["model"].get("blessed") is False:
+        return "Evaluator (model gates)"
+    if report["model"].get("serving_check_passed") is False:
+        return "serving check"
+    return ""
+
+
+def one_day(name: str, day: str, workdir: Path, source: Path, extra: list[str], logs: Path) -> dict:
+    description = arrive(day, source, workdir / "data")
+    log = logs / f"{name}-day-{day.replace(' ', '-')}.log"
+    measured = run_measured([FMNIST, "run", "--workdir", str(workdir), *extra], log)
+    report = newest_report(workdir)
+    model = report["model"]
+    promoted = False
+    before = read_rollout(str(workdir / "serving"), "fashion_mnist")
+    if model.get("pushed") and before.canary != before.stable:
+        subprocess.run([FMNIST, "promote", "--workdir", str(workdir)], check=True, capture_output=True)
+        promoted = True
+    rollout = read_rollout(str(workdir / "serving"), "fashion_mnist")
+    components = {row["component"]: row["seconds"] for row in report["components"]}
+    return {
+        "day": day,
+        "data": description,
+        "span": report.get("span"),
+        "exit_code": measured["exit_code"],
+        "wall_seconds": measured["seconds"],
+        "trainer_seconds": components.get("Trainer"),
+        "epochs_run": log.read_text().count("/step\n"),
+        "warm_started": bool(model.get("warm_started_from")),
+        "accuracy": model.get("accuracy"),
+        "per_class_accuracy": model.get("per_class"),
+        "blessed": model.get("blessed"),
+        "refused_at": refused_at(report),
+        "why": model.get("not_blessed_because") or report.get("drift") or [],
+        "pushed_version": model.get("pushed_version") if model.get("pushed") else None,
+        "promoted": promoted,
+        "stable": rollout.stable,
+        "canary": rollout.canary,
+        "peak_rss_mb": measured["peak_rss_mb"],
+    }
+
+
+def sequence(name: str, days: list[str], root: Path, source: Path, extra: list[str]) -> list[dict]:
+    workdir = root / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "data").mkdir(parents=True)
+    shutil.copytree(source / "test", workdir / "data" / "test")
+    shutil.copy(source / "manifest.json", workdir / "data" / "manifest.json")
+    runs = []
+    for day in days:
+        runs.append(one_day(name, day, workdir, source, extra, root))
+        row = runs[-1]
+        print(f"{name:>12} day {day:<16} {row['wall_seconds']:>7.1f} s  accuracy {row['accuracy'] or 0:.4f}  "
+              f"{row['refused_at'] or 'pushed' if row['pushed_version'] else row['refused_at']}  "
+              f"stable {row['stable']} canary {row['canary']}", flush=True)  # fmt: skip
+    return runs
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=False)
+    for name, style in (("warm_start", "o-"), ("from_scratch", "s--")):
+        runs = result[name]
+        good = [r for r in runs if r["day"].isdigit()]
+        top.plot(
+            [int(r["day"]) for r in good], [r["accuracy"] for r in good], style, label=name.replace("_", " ")
+        )
+        bottom.plot(
+            [int(r["day"]) for r in good],
+            [r["wall_seconds"] for r in good],
+            style,
+            label=name.replace("_", " "),
+        )
+    for r in result["warm_start"]:
+        if not r["day"].isdigit():
+            where = (0.02, 0.06 if "inverted" in r["day"] else 0.14)
+            text = f"bad day ({r['day']}): {r['refused_at'] or 'NOT refused'}"
+            top.annotate(text, where, xycoords="axes fraction", fontsize=8, color="#b2182b")
+    top.set_ylabel("gold test accuracy")
+    top.set_title("A week of data: accuracy of each day's candidate (spans of 10,000 images)")
+    top.legend()
+    bottom.set_xlabel("day (span arriving)")
+    bottom.set_ylabel("wall time of the run (s)")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workdir", default="workdir/bench-week")
+    parser.add_argument("--source-dir", default=str(DEBIAN_DIR), help="the official IDX files")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "continuous.json"))
+    args = parser.parse_args()
+    root = Path(args.workdir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    source = root / "source-data"
+    prepare_dataset(Path(args.source_dir), source, spans=GOOD_DAYS)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    result = {
+        "command": " ".join(["python benchmarks/continuous_benchmark.py", *sys.argv[1:]]),
+        "date": started,
+        "warm_start": sequence("warm_start", WARM_DAYS, root, source, []),
+        "from_scratch": sequence(
+            "from_scratch", [str(d) for d in range(1, GOOD_DAYS + 1)], root, source, ["--no-warm-start"]
+        ),  # fmt: skip
+    }
+    Path(args.output).write_text(json.dumps(result, indent=2))
+    plot(result, Path(args.output).with_suffix(".png"))
+    print(f"figures: {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""`fmnist data prepare`, `data add`, `data requests`: labelled data in, as spans of TFRecords."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.flags import add_config_flags, at_least, build_config
+from core.config import PipelineConfig
+from core.errors import InputError
+from core.paths import writable_directory
+from core.vocabulary import MODEL_NAME
+
+PATH_FIELDS = ("workdir", "data_dir")
+
+
+def register(commands, common: argparse.ArgumentParser) -> None:
+    data = commands.add_parser("data", help="prepare the data set").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND", title="commands"
+    )
+    prepare = data.add_parser(
+        "prepare",
+        parents=[common],
+        help="verify the official IDX files and write TFRecords",
+        description="Find the four official IDX files, check their SHA-256, and write GZIP TFRecords of "
+        "tf.train.Example (image: 784 int64 pixels, label: int64): the training split as spans "
+        "<data-dir>/span-1/ .. span-K/, the test split as the gold evaluation set <data-dir>/test/. "
+        "Up-to-date TFRecords are kept.",
+    )
+    prepare.add_argument(
+        "--source-dir",
+        help="directory with the four IDX files (.gz or not) "
+        "(default: /usr/share/datasets/fashion-mnist, else the official mirror)",
+    )
+    prepare.add_argument(
+        "--limit", type=at_least(1), help="keep only the first N images of each split (a slice for tests)"
+    )
+    prepare.add_argument(
+        "--spans",
+        type=at_least(1),
+        default=1,
+        help="cut the training split into this many spans, as if it arrived over as many days (default: 1)",
+    )
+    prepare.add_argument("--shards", type=at_least(1), default=4, help="TFRecord files per span (default: 4)")
+    prepare.add_argument("--force", action="store_true", help="rewrite TFRecords that are already up to date")
+    add_config_flags(prepare, PipelineConfig, PATH_FIELDS, "paths")
+    prepare.set_defaults(handler=prepare_command)
+
+    add = data.add_parser(
+        "add",
+        parents=[common],
+        help="write the next span from new labelled images",
+        description="Write labelled images as the next span <data-dir>/span-N/ (checked, checksummed; a bad "
+        "input writes nothing). INPUT is a folder of class subfolders (named 0-9 or by class name, "
+        "e.g. T-shirt_top) of PNG/JPEG files; or an IDX images file, or a .npy array of images, with "
+        "--labels; or request logs of the served model with --labels, a CSV of request_id,label.",
+    )
+    add.add_argument(
+        "input", help="class-folder tree, IDX images, .npy images, or request logs (dir or file)"
+    )
+    add.add_argument(
+        "--labels",
+        help="labels for IDX/.npy images (IDX labels, .npy integers, or one label per line) or for request "
+        "logs (CSV request_id,label); labels are class indices 0-9 or class names",
+    )
+    add.add_argument(
+        "--model",
+        default=MODEL_NAME,
+        help="with request logs: the model whose requests to read (default: %(default)s)",
+    )
+    add.add_argument("--shards", type=at_least(1), default=4, help="TFRecord files for the span (default: 4)")
+    add_config_flags(add, PipelineConfig, PATH_FIELDS, "paths")
+    add.set_defaults(handler=add_command)
+
+    requests = data.add_parser(
+        "requests",
+        parents=[common],
+        help="export logged request images for labelling (PNG files and a CSV to fill in)",
+        description="Write each image of the request logs as <output>/<n>.png and <output>/labels.csv "
+        "(request_id,file,label with the label empty); fill in the labels, then `fmnist data add LOGS "
+        "--labels labels.csv`.",
+    )
+    requests.add_argument("logs", help="request-log directory or file (PredictionLog TFRecords)")
+    requests.add_argument("--output", required=True, help="directory for the PNG files and labels.csv")
+    requests.add_argument(
+        "--model", default=MODEL_NAME, help="the model whose requests to export (default: %(default)s)"
+    )
+    requests.set_defaults(handler=requests_command)
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ingest.prepare import prepare_dataset
+
+    config = build_config(args, PipelineConfig)
+    writable_directory(config.data_dir, "--data-dir")
+    manifest = prepare_dataset(
+        source_dir=Path(args.source_dir) if args.source_dir else None,
+        output_dir=Path(config.data_dir),
+        limit=args.limit,
+        shards=args.shards,
+        spans=args.spans,
+        force=args.force,
+    )
+    counts = ", ".join(f"{split}: {info['examples']}" for split, info in manifest["splits"].items())
+    verb = "kept the up-to-date" if manifest.get("reused") else "wrote"
+    print(f"{verb} TFRecords in {config.data_dir} ({counts}) from {manifest['source_dir']}")
+    return 0
+
+
+def _labelled(args: argparse.Namespace):
+    """Images and labels from whatever `args.input` is (see `ingest.sources`), and a description."""
+    import os
+
+    from core.image_files import is_picture
+    from ingest.sources import from_class_folders, from_files, from_request_logs, log_files
+    from serving.request_log import is_request_log
+
+    path = args.input
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    logs = [f for f in log_files(path) if f.endswith(".tfrecord") and is_request_log(f)]
+    if logs:
+        if not args.labels:
+            raise InputError(f"{path}: request logs need --labels, a CSV of request_id,label")
+        return (
+            *from_request_logs(path, args.labels, args.model),
+            f"request logs {path} labelled by {args.labels}",
+        )
+    if os.path.isdir(path):
+        if args.labels:
+            raise InputError(f"--labels: not used with a folder of class subfolders ({path})")
+        return (*from_class_folders(path), f"class folders under {path}")
+    if not args.labels:
+        kind = "image" if is_picture(path) else "images file"
+        raise InputError(f"{path}: an {kind} needs --labels (or use a folder of class subfolders)")
+    return (*from_files(path, args.labels), f"{path} labelled by {args.labels}")
+
+
+def add_command(args: argparse.Namespace) -> int:
+    from ingest.spans import write_span
+
+    config = build_config(args, PipelineConfig)
+    writable_directory(config.data_dir, "--data-dir")
+    images, labels, source = _labelled(args)
+    manifest = write_span(config.data_dir, images, labels, source, shards=args.shards)
+    counts = ", ".join(f"{n}" for n in manifest.class_counts)
+    print(
+        f"wrote span {manifest.span} to {config.data_dir}: {manifest.examples} images (per class: {counts})"
+    )
+    return 0
+
+
+def requests_command(args: argparse.Namespace) -> int:
+    import csv
+    import os
+
+    from PIL import Image
+
+    from ingest.sources import log_files
+    from serving.request_log import read_request_logs
+
+    output = writable_directory(args.output, "--output")
+    reading = read_request_logs(log_files(args.logs), args.model)
+    rows = []
+    for request in reading.requests:
+        for image, image_id in zip(request.images, request.image_ids(), strict=True):
+            name = f"{len(rows):06d}.png"
+            Image.fromarray(image).save(os.path.join(output, name))
+            rows.append({"request_id": image_id, "file": name, "label": ""})
+    if not rows:
+        raise InputError(f"{args.logs}: no logged requests with images (skipped: {reading.skipped_text()})")
+    with open(os.path.join(output, "labels.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["request_id", "file", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"exported {len(rows)} images to {output}; fill in {output}/labels.csv, then `fmnist data add`")
+    return 0

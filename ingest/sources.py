@@ -1,0 +1,151 @@
+"""Labelled images from what people have, for `fmnist data add`: every reader returns images and labels.
+
+- a folder with one subfolder per class holding PNG/JPEG files (the
+  `image_dataset_from_directory` convention); a subfolder is named by the class
+  index `0`-`9` or by the class name, case-insensitive, with `/` written `_`
+  (`T-shirt_top`);
+- an IDX images file with its IDX labels file (Fashion-MNIST's own format);
+- a `.npy` array of images with a labels file (`.npy` of integers, or text with
+  one label per line);
+- request logs of the served model with a CSV of labels people assigned
+  afterwards (columns `request_id,label`; ids as `fmnist data requests` exports
+  them); logged images nobody labelled are left out.
+
+A label is a class index 0..9 or a class name. Every error names the file (and
+line or folder) at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+from core.image_files import is_picture, load_images, read_bytes
+from core.vocabulary import CLASS_NAMES, MODEL_NAME, NUM_CLASSES
+from serving.request_log import read_request_logs
+
+LABEL_BY_NAME = {name.lower().replace("/", "_"): i for i, name in enumerate(CLASS_NAMES)}
+LABEL_BY_NAME.update({name.lower(): i for i, name in enumerate(CLASS_NAMES)})
+
+
+def parse_label(text: str, where: str) -> int:
+    """A class index 0..9 or a class name (case-insensitive; `T-shirt/top` or `T-shirt_top`)."""
+    value = text.strip()
+    if value.isascii() and value.isdigit() and int(value) < NUM_CLASSES:
+        return int(value)
+    if value.lower() in LABEL_BY_NAME:
+        return LABEL_BY_NAME[value.lower()]
+    raise InputError(
+        f"{where}: label {text!r} is neither a class index 0..{NUM_CLASSES - 1} nor a class name "
+        f"({', '.join(CLASS_NAMES)})"
+    )
+
+
+def from_class_folders(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a folder of class subfolders."""
+    images, labels = [], []
+    for sub in sorted(Path(folder).iterdir()):
+        if sub.name.startswith("."):
+            continue
+        if not sub.is_dir():
+            raise InputError(f"{sub}: expected only class subfolders in {folder}")
+        label = parse_label(sub.name, f"{folder}: subfolder '{sub.name}'")
+        for file in sorted(sub.iterdir()):
+            if file.name.startswith("."):
+                continue
+            if not is_picture(file.name):
+                raise InputError(f"{file}: not a PNG/JPEG image")
+            images.append(load_images(str(file)))
+            labels.append(label)
+    if not images:
+        raise InputError(f"{folder}: holds no PNG/JPEG images in class subfolders")
+    return np.concatenate(images), np.array(labels, dtype=np.int64)
+
+
+def read_labels_file(path: str) -> np.ndarray:
+    """Labels from a `.npy` array of integers, an IDX labels file, or text with one label per line."""
+    name = path.lower()
+    if name.endswith(".npy"):
+        import io
+
+        try:
+            array = np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"{path}: not a .npy array of labels: {err}") from err
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            raise InputError(
+                f"{path}: labels must be a 1-D array of whole numbers, got {array.dtype} {list(array.shape)}"
+            )
+        return array.astype(np.int64)
+    if "idx1" in name or name.endswith(".gz"):
+        import gzip
+
+        from core import idx
+
+        data = read_bytes(path)
+        return idx.parse_labels(gzip.decompress(data) if name.endswith(".gz") else data, path).astype(
+            np.int64
+        )
+    lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
+    return np.array(
+        [parse_label(line, f"{path}, line {n}") for n, line in enumerate(lines, start=1) if line.strip()],
+        dtype=np.int64,
+    )
+
+
+def from_files(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (`.npy`, IDX, PNG/JPEG) and labels from their own file, paired in order."""
+    images, labels = load_images(images_path), read_labels_file(labels_path)
+    if len(images) != len(labels):
+        raise InputError(f"{images_path}: {len(images)} images, but {labels_path} holds {len(labels)} labels")
+    return images, labels
+
+
+def read_label_csv(path: str) -> dict[str, int]:
+    """request id -> label from a CSV with `request_id` and `label` columns."""
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or not {"request_id", "label"} <= set(rows[0]):
+        raise InputError(f"{path}: expected a CSV with columns request_id,label")
+    labels: dict[str, int] = {}
+    for n, row in enumerate(rows, start=2):
+        request_id, label = (row.get("request_id") or "").strip(), (row.get("label") or "").strip()
+        if not label:
+            continue  # not labelled (yet)
+        if request_id in labels:
+            raise InputError(f"{path}, line {n}: request id {request_id!r} is labelled twice")
+        labels[request_id] = parse_label(label, f"{path}, line {n}")
+    if not labels:
+        raise InputError(f"{path}: no labelled rows")
+    return labels
+
+
+def log_files(path: str) -> list[str]:
+    if os.path.isdir(path):
+        return sorted(str(f) for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
+    return [path]
+
+
+def from_request_logs(
+    logs: str, labels_csv: str, model_name: str = MODEL_NAME
+) -> tuple[np.ndarray, np.ndarray]:
+    """The logged images people labelled: request logs joined with a CSV of labels by request id."""
+    labels = read_label_csv(labels_csv)
+    reading = read_request_logs(log_files(logs), model_name)
+    images, chosen, found = [], [], set()
+    for request in reading.requests:
+        for image, image_id in zip(request.images, request.image_ids(), strict=True):
+            if image_id in labels:
+                images.append(image)
+                chosen.append(labels[image_id])
+                found.add(image_id)
+    unknown = sorted(set(labels) - found)
+    if unknown:
+        raise InputError(
+            f"{labels_csv}: {len(unknown)} request id(s) are not in the logs under {logs}, e.g. {unknown[:3]}"
+        )
+    return np.stack(images), np.array(chosen, dtype=np.int64)

@@ -1,0 +1,208 @@
+"""ML Metadata access, in one place: the store's connection, and walking its executions and artifacts.
+
+Every reader of MLMD (the run report, lineage, the run guard, the baseline and
+span lookups, the drift reference) goes through this module, so the store's
+location and how events are read are decided once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+from core.config import PipelineConfig
+from core.errors import InputError
+from core.versions import parse_version
+from pipeline.nodes import EVALUATOR, SPAN_EXAMPLE_GEN
+
+SPAN_PROPERTY = "span"
+
+OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+FINISHED = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+UNFINISHED = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+PIPELINE_CONTEXT, RUN_CONTEXT, NODE_CONTEXT = "pipeline", "pipeline_run", "node"
+
+
+def connection_config(config: PipelineConfig) -> metadata_store_pb2.ConnectionConfig:
+    """The ML Metadata connection of `config`'s pipeline: SQLite beside the artifacts."""
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    return connection
+
+
+def store_exists(config: PipelineConfig) -> bool:
+    return os.path.exists(config.metadata_path)
+
+
+def open_store(config: PipelineConfig, read_only: bool = True) -> mlmd.MetadataStore:
+    """The pipeline's MLMD store; `InputError` naming it when no run has created it yet."""
+    if not store_exists(config):
+        raise InputError(f"{config.metadata_path}: no ML Metadata store; run the pipeline first")
+    connection = connection_config(config)
+    connection.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+        if read_only
+        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    )
+    return mlmd.MetadataStore(connection)
+
+
+def value(proto_value: metadata_store_pb2.Value) -> Any:
+    """The Python value of an MLMD property value (int, double, string, ...)."""
+    kind = proto_value.WhichOneof("value")
+    return getattr(proto_value, kind) if kind else None
+
+
+def properties(item: metadata_store_pb2.Artifact | metadata_store_pb2.Execution) -> dict[str, Any]:
+    """Properties and custom properties of an artifact or execution, as one dict."""
+    values = {k: value(v) for k, v in item.custom_properties.items()}
+    values.update({k: value(v) for k, v in item.properties.items()})
+    return values
+
+
+def span_of(artifact: metadata_store_pb2.Artifact) -> int:
+    """An Examples artifact's span: ImportExampleGen 1.16 writes it as a custom property (once a string)."""
+    for props in (artifact.custom_properties, artifact.properties):
+        if SPAN_PROPERTY in props:
+            found = value(props[SPAN_PROPERTY])
+            return int(found) if found not in (None, "") else 0
+    return 0
+
+
+class Metadata:
+    """Navigation over one pipeline's MLMD store: runs, nodes, producers, inputs and outputs."""
+
+    def __init__(self, store: mlmd.MetadataStore, pipeline_name: str):
+        self.store = store
+        self.pipeline_name = pipeline_name
+
+    def pipeline_context(self) -> metadata_store_pb2.Context | None:
+        return self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, self.pipeline_name)
+
+    def latest_run(self) -> metadata_store_pb2.Context | None:
+        """The newest `pipeline_run` context of this pipeline (TFX makes the pipeline context its parent)."""
+        runs = [
+            run
+            for run in self.store.get_contexts_by_type(RUN_CONTEXT)
+            if any(p.name == self.pipeline_name for p in self.store.get_parent_contexts_by_context(run.id))
+        ]
+        return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
+
+    def executions(self, context_id: int) -> list[metadata_store_pb2.Execution]:
+        """A context's executions, oldest first."""
+        return sorted(
+            self.store.get_executions_by_context(context_id), key=lambda e: e.create_time_since_epoch
+        )
+
+    def node_of(self, execution_id: int) -> str:
+        """The pipeline node (component id) an execution belongs to."""
+        for context in self.store.get_contexts_by_execution(execution_id):
+            if context.type == NODE_CONTEXT:
+                return context.name.split(".", 1)[-1]
+        return f"execution {execution_id}"
+
+    def artifacts(self, execution_id: int, key: str | None = None, kinds=INPUT_EVENTS):
+        """What an execution read (or, with `OUTPUT_EVENTS`, wrote), under one key or all keys."""
+        ids = [
+            e.artifact_id
+            for e in self.store.get_events_by_execution_ids([execution_id])
+            if e.type in kinds and (key is None or (e.path.steps and e.path.steps[0].key == key))
+        ]
+        return self.store.get_artifacts_by_id(ids) if ids else []
+
+    def one(self, execution_id: int, key: str, kinds=INPUT_EVENTS) -> metadata_store_pb2.Artifact | None:
+        found = self.artifacts(execution_id, key, kinds)
+        return found[0] if found else None
+
+    def outputs(self, execution_id: int, key: str | None = None) -> list[metadata_store_pb2.Artifact]:
+        return self.artifacts(execution_id, key, OUTPUT_EVENTS)
+
+    def producer(self, artifact: metadata_store_pb2.Artifact) -> metadata_store_pb2.Execution | None:
+        """The execution that wrote an artifact (None for an artifact no execution wrote)."""
+        events = [e for e in self.store.get_events_by_artifact_ids([artifact.id]) if e.type in OUTPUT_EVENTS]
+        return self.store.get_executions_by_id([events[0].execution_id])[0] if events else None
+
+    def consumers(
+        self, artifact: metadata_store_pb2.Artifact, node: str
+    ) -> list[metadata_store_pb2.Execution]:
+        """Finished (complete or cached) executions of `node` that read `artifact`, oldest first."""
+        ids = [
+            e.execution_id
+            for e in self.store.get_events_by_artifact_ids([artifact.id])
+            if e.type in INPUT_EVENTS
+        ]
+        found = [
+            e
+            for e in self.store.get_executions_by_id(ids)
+            if e.last_known_state in FINISHED and self.node_of(e.id) == node
+        ]
+        return sorted(found, key=lambda e: e.create_time_since_epoch)
+
+    def consumer_of_all(
+        self, artifacts: list[metadata_store_pb2.Artifact], node: str, key: str
+    ) -> metadata_store_pb2.Execution | None:
+        """The newest finished execution of `node` whose input under `key` was exactly `artifacts`."""
+        wanted = {a.id for a in artifacts}
+        runs = [
+            e
+            for e in self.consumers(artifacts[0], node)
+            if {a.id for a in self.artifacts(e.id, key)} == wanted
+        ]
+        return runs[-1] if runs else None
+
+    def pushed_models(self) -> dict[int, metadata_store_pb2.Artifact]:
+        """Every version a Pusher of this store pushed, by version number."""
+        found = {}
+        for artifact in self.store.get_artifacts_by_type("PushedModel"):
+            props = properties(artifact)
+            version = parse_version(str(props.get("pushed_version", "")))
+            if props.get("pushed") == 1 and version is not None:
+                found[version] = artifact
+        return found
+
+    def ingested_spans(self) -> set[int]:
+        """Spans the span ExampleGen of this pipeline has turned into Examples artifacts."""
+        return {
+            span_of(artifact)
+            for execution in self.node_executions(SPAN_EXAMPLE_GEN)
+            if execution.last_known_state in FINISHED
+            for artifact in self.outputs(execution.id, "examples")
+        }
+
+    def gated_spans(self, gate_node: str) -> set[int]:
+        """Spans whose Examples an execution of `gate_node` read and passed (finished, not failed)."""
+        return {
+            span_of(artifact)
+            for execution in self.node_executions(gate_node)
+            if execution.last_known_state in FINISHED
+            for artifact in self.artifacts(execution.id, "examples")
+        }
+
+    def node_executions(self, node: str) -> list[metadata_store_pb2.Execution]:
+        """Every execution of one node of this pipeline, oldest first."""
+        context = self.store.get_context_by_type_and_name(NODE_CONTEXT, f"{self.pipeline_name}.{node}")
+        return self.executions(context.id) if context is not None else []
+
+    def training_spans(self, model: metadata_store_pb2.Artifact) -> list[int]:
+        """The spans a model was trained on: Model <- Trainer <- transformed examples <- Transform."""
+        trainer = self.producer(model)
+        spans = []
+        for transformed in self.artifacts(trainer.id, "examples") if trainer else []:
+            transform = self.producer(transformed)
+            spans += [span_of(a) for a in self.artifacts(transform.id, "examples")] if transform else []
+        return sorted(spans)
+
+    def model_before(
+        self, model: metadata_store_pb2.Artifact, warm_started_from: bool
+    ) -> metadata_store_pb2.Artifact | None:
+        """What `model` was warm-started from (`warm_started_from`), or what it was evaluated against."""
+        if warm_started_from:
+            trainer = self.producer(model)
+            return self.one(trainer.id, "base_model") if trainer else None
+        evaluations = self.consumers(model, EVALUATOR)
+        return self.one(evaluations[-1].id, "baseline_model") if evaluations else None
