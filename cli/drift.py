@@ -10,7 +10,8 @@ from cli.flags import add_config_flags, at_least, build_config
 from cli.pipeline import SERVED_FIELDS
 from core.config import DriftConfig, PipelineConfig
 from core.errors import EXIT_DRIFT, ConfigError
-from core.paths import writable_directory
+from core.paths import output_directory
+from core.versions import has_saved_model
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -66,19 +67,27 @@ def logged_version(config: PipelineConfig, text: str | None) -> int | None:
 
 
 def drift_command(args: argparse.Namespace) -> int:
-    from monitoring.batches import load_batch
-    from monitoring.drift import check_drift
-    from monitoring.drift_report import REPORT_FILE, SUMMARY_FILE, write_report
-    from monitoring.reference import data_reference, served_model_reference
-
     if args.model_dir and not args.reference:
         raise ConfigError(
             "--model-dir: only used with --reference (the served model is found through lineage)"
         )
+    if args.model_dir and not has_saved_model(args.model_dir):
+        raise ConfigError(
+            f"--model-dir {args.model_dir}: no saved_model.pb there (give a SavedModel directory)"
+        )
     config = build_config(args, PipelineConfig)
     drift = build_config(args, DriftConfig)
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-    output = writable_directory(args.output or os.path.join(config.workdir, "drift", stamp), "--output")
+    with output_directory(args.output or os.path.join(config.workdir, "drift", stamp), "--output") as output:
+        return _drift(args, config, drift, output)
+
+
+def _drift(args: argparse.Namespace, config: PipelineConfig, drift: DriftConfig, output: str) -> int:
+    """The comparison and its report, into the checked `output` directory."""
+    from monitoring.batches import load_batch
+    from monitoring.drift import check_drift
+    from monitoring.drift_report import REPORT_FILE, SUMMARY_FILE, write_report
+    from monitoring.reference import data_reference, served_model_reference
 
     def progress(message: str) -> None:
         print(message, flush=True)

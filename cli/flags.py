@@ -29,23 +29,36 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def add_config_flags(
-    parser: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None, title: str | None = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    names: Sequence[str] | None = None,
+    title: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
-    """One flag per named field of configuration dataclass `cls` (all its plain fields if `names` is None)."""
+    """One flag per named field of configuration dataclass `cls` (all its plain fields if `names` is None).
+
+    `defaults` replaces a field's default for this command (the log proxy
+    listens on 8600, not TF Serving's 8500); the help line says so.
+    """
+    defaults = defaults or {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])}
     group = parser.add_argument_group(title or (cls.__doc__ or cls.__name__).splitlines()[0].rstrip("."))
     for name in names if names is not None else list(fields):
         f, hint = fields[name], hints[name]
-        text = f"{f.metadata['help']} (default: {_default_text(f)})"
-        common: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
+        shown = defaults[name] if name in defaults else _default_text(f)
+        text = f"{f.metadata['help']} (default: {shown})"
+        common: dict[str, Any] = {"dest": f.name, "default": defaults.get(name), "help": text}
+        names = [flag_name(f.name)]
+        alias = f.metadata.get("tf_serving_flag")
+        if alias and f"--{alias}" not in names:
+            names.append(f"--{alias}")
         if hint is bool:
-            group.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, **common)
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(hint) is tuple:
-            group.add_argument(flag_name(f.name), type=int, nargs="+", metavar="N", **common)
+            group.add_argument(*names, type=int, nargs="+", metavar="N", **common)
         else:
-            choices = f.metadata.get("choices")
-            group.add_argument(flag_name(f.name), type=hint, choices=choices, **common)
+            group.add_argument(*names, type=hint, choices=f.metadata.get("choices"), **common)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -91,5 +104,4 @@ def at_least(minimum: int):
 
 
 positive_float = bounded(float, above=0)
-fraction = bounded(float, minimum=0, maximum=1)
 port = bounded(int, minimum=0, maximum=65535)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from cli.flags import add_config_flags, at_least, build_config, fraction, port, positive_float
+from cli.flags import add_config_flags, at_least, build_config, positive_float
 from core.config import PipelineConfig, ServingConfig
+from core.paths import writable_directory
 from core.vocabulary import MODEL_NAME
 
 SERVE_FIELDS = (
@@ -13,11 +14,21 @@ SERVE_FIELDS = (
     "model_config_file",
     "host",
     "port",
+    "rest_api_port",
     "poll_seconds",
     "max_batch",
+    "max_message_mb",
+    "workers",
+    "enable_batching",
+    "batching_parameters_file",
+    "monitoring_config_file",
     "request_log_dir",
     "request_log_sampling",
 )
+PROXY_FIELDS = (
+    "host", "port", "rest_api_port", "max_message_mb", "workers", "monitoring_config_file",
+    "request_log_sampling",
+)  # fmt: skip
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -37,19 +48,16 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     proxy = commands.add_parser(
         "log-proxy",
         parents=[common],
-        help="a request-logging gRPC proxy in front of any TF Serving (for fmnist drift)",
+        help="a request-logging proxy (gRPC and REST) in front of any TF Serving (for fmnist drift)",
     )
     proxy.add_argument(
         "--upstream", default="127.0.0.1:8500", help="TF Serving gRPC address (default: %(default)s)"
     )
-    proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    proxy.add_argument("--port", type=port, default=8600, help="port to listen on (default: %(default)s)")
     proxy.add_argument("--request-log-dir", required=True, help="write sampled PredictionLog TFRecords here")
-    proxy.add_argument(
-        "--request-log-sampling", type=fraction, default=1.0, help="share of requests logged (default: 1)"
+    add_config_flags(
+        proxy, ServingConfig, PROXY_FIELDS, "proxy", defaults={"port": 8600, "rest_api_port": 8601}
     )
     proxy.set_defaults(handler=log_proxy_command)
-
     predict = commands.add_parser(
         "predict", parents=[common], help="classify images through any TF Serving endpoint"
     )
@@ -108,6 +116,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from serving.server import serve
 
     config = build_config(args, ServingConfig)
+    if config.request_log_dir:
+        writable_directory(config.request_log_dir, "--request-log-dir")
     if not config.model_base_path and not config.model_config_file:
         serving_dir = build_config(args, PipelineConfig).serving_dir
         rollout_config = models_config_path(serving_dir)
@@ -120,11 +130,10 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def log_proxy_command(args: argparse.Namespace) -> int:
-    from core.paths import writable_directory
     from serving.log_proxy import run_proxy
 
     writable_directory(args.request_log_dir, "--request-log-dir")
-    run_proxy(args.upstream, args.request_log_dir, args.host, args.port, args.request_log_sampling)
+    run_proxy(args.upstream, args.request_log_dir, build_config(args, ServingConfig))
     return 0
 
 

@@ -72,7 +72,7 @@ def check_model_serves(model_dir: str, serialized: list[bytes], timeout: float =
         loaded = load_version(CHECKED_MODEL, 1, model_dir)
     except Exception as err:  # whatever stops a load stops TF Serving's too; the reason is the verdict
         return [f"the model does not load: {type(err).__name__}: {err}"]
-    server, port = build_server(VersionManager.serving_only([loaded]), ServingConfig(port=0))
+    server, port, _ = build_server(VersionManager.serving_only([loaded]), ServingConfig(port=0))
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=timeout, retries=0)
     try:

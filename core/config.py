@@ -40,10 +40,15 @@ def setting(
     maximum: float | None = None,
     above: float | None = None,
     default_text: str | None = None,
+    tf_serving_flag: str | None = None,
 ) -> Any:
-    """A configuration field with its help line, allowed values or range, and how its default reads."""
+    """A configuration field with its help line, allowed values or range, and how its default reads.
+
+    `tf_serving_flag` names the `tensorflow_model_server` flag it mirrors, which
+    the command line accepts as well (`--rest_api_port` beside `--rest-api-port`).
+    """
     metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "above": above}
-    metadata["default_text"] = default_text
+    metadata.update(default_text=default_text, tf_serving_flag=tf_serving_flag)
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -218,25 +223,51 @@ class ServingConfig:
     """How `fmnist serve` (and the log proxy) listen and what they accept; TF Serving's defaults."""
 
     model_base_path: str = setting(
-        "", "TF Serving base path: <base>/<model>/<version>/", default_text="<workdir>/serving"
+        "",
+        "TF Serving base path: <base>/<model>/<version>/",
+        default_text="<serving-dir>/models.config if it exists, else <serving-dir>",
+        tf_serving_flag="model_base_path",
     )
     model_config_file: str = setting(
         "",
         "a TF Serving models.config (text ModelServerConfig): models, version policies, labels; "
-        "replaces --model-base-path",
+        "re-read when it changes; replaces --model-base-path",
+        tf_serving_flag="model_config_file",
     )
     host: str = setting("127.0.0.1", "address to listen on (loopback only by default)")
-    port: int = setting(8500, "gRPC port (TF Serving's)", minimum=0, maximum=65535)
-    poll_seconds: float = setting(2.0, "how often to look for new versions on disk", above=0.0)
+    port: int = setting(8500, "gRPC port (TF Serving's)", minimum=0, maximum=65535, tf_serving_flag="port")
+    rest_api_port: int = setting(
+        8501,
+        "REST port (TF Serving's); 0: no REST",
+        minimum=0,
+        maximum=65535,
+        tf_serving_flag="rest_api_port",
+    )
+    poll_seconds: float = setting(
+        2.0, "how often to look for new versions and a changed models.config", above=0.0,
+        tf_serving_flag="file_system_poll_wait_seconds",
+    )  # fmt: skip
     max_batch: int = setting(1024, "largest number of examples in one request", minimum=1)
-    max_message_mb: int = setting(64, "largest gRPC message, in MB", minimum=1)
-    workers: int = setting(8, "threads answering requests", minimum=1)
+    max_message_mb: int = setting(64, "largest gRPC message and REST body, in MB", minimum=1)
+    workers: int = setting(32, "threads answering requests", minimum=1)
+    enable_batching: bool = setting(
+        False, "batch concurrent requests into one model call", tf_serving_flag="enable_batching"
+    )
+    batching_parameters_file: str = setting(
+        "", "TF Serving BatchingParameters (text): max_batch_size, batch_timeout_micros, ...",
+        default_text="TF Serving's defaults", tf_serving_flag="batching_parameters_file",
+    )  # fmt: skip
+    monitoring_config_file: str = setting(
+        "", "TF Serving MonitoringConfig (text); prometheus_config { enable: true } serves metrics",
+        default_text="no metrics", tf_serving_flag="monitoring_config_file",
+    )  # fmt: skip
     request_log_dir: str = setting("", "write sampled PredictionLog TFRecords here", default_text="off")
     request_log_sampling: float = setting(1.0, "share of requests logged", minimum=0.0, maximum=1.0)
 
     def __post_init__(self) -> None:
         validate(self)
-        for name in ("model_base_path", "model_config_file", "request_log_dir"):
+        paths = ("model_base_path", "model_config_file", "request_log_dir", "batching_parameters_file")
+        for name in (*paths, "monitoring_config_file"):
             object.__setattr__(self, name, absolute(getattr(self, name)))
 
 

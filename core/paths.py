@@ -6,8 +6,11 @@ after minutes of work checks its output location first, and names it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
 
 from core.config import is_uri
 from core.errors import InputError
@@ -32,3 +35,33 @@ def writable_directory(path: str, flag: str) -> str:
     except OSError as err:
         raise InputError(f"{flag} {path}: cannot write there: {err.strerror or err}") from None
     return path
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of `path` that does not exist yet (what creating it would create)."""
+    missing = None
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        missing = current
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return missing
+
+
+@contextlib.contextmanager
+def output_directory(path: str, flag: str) -> Iterator[str]:
+    """`writable_directory`, checked before the work; what it created is removed if the work fails empty.
+
+    A command refused on bad input after this check leaves no empty report
+    directories behind; one that wrote any file keeps it.
+    """
+    created = None if is_uri(path) else _first_missing(path)
+    writable_directory(path, flag)
+    try:
+        yield path
+    except BaseException:
+        if created and not any(files for _, _, files in os.walk(created)):
+            shutil.rmtree(created, ignore_errors=True)
+        raise

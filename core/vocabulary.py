@@ -35,6 +35,8 @@ SERVING_SIGNATURE = "serving_default"  # serialized tf.Example -> probabilities
 IMAGES_SIGNATURE = "predict_images"  # uint8 [n, 28, 28] -> probabilities, class ids and names
 CLASSIFY_SIGNATURE = "classify"  # TF Serving's Classify contract
 CLASSIFY_METHOD = "tensorflow/serving/classify"
+PREDICT_METHOD = "tensorflow/serving/predict"
+REGRESS_METHOD = "tensorflow/serving/regress"
 # Signature inputs and outputs.
 EXAMPLES_INPUT = "examples"
 IMAGES_INPUT = "images"
@@ -44,6 +46,7 @@ CLASS_IDS_OUTPUT = "class_ids"
 CLASS_NAMES_OUTPUT = "class_names"
 CLASSES_OUTPUT = "classes"
 SCORES_OUTPUT = "scores"
+REGRESS_OUTPUT = "outputs"
 
 # Files: GZIP TFRecords of examples, and the manifest written beside them.
 TFRECORD_SUFFIX = ".tfrecord.gz"

@@ -218,7 +218,13 @@ def model_predictor(model_dir: str, batch_size: int = 1024) -> Callable[[np.ndar
 
     @functools.cache
     def signature():
-        return tf.saved_model.load(model_dir).signatures[IMAGES_SIGNATURE]
+        signatures = tf.saved_model.load(model_dir).signatures
+        if IMAGES_SIGNATURE not in signatures:
+            raise InputError(
+                f"{model_dir}: the model has no '{IMAGES_SIGNATURE}' signature "
+                f"(signatures: {sorted(signatures)})"
+            )
+        return signatures[IMAGES_SIGNATURE]
 
     def predict(images: np.ndarray) -> np.ndarray:
         parts = [

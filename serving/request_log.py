@@ -138,6 +138,15 @@ class RequestLogger:
         with self._lock:
             return {"written": self.written, "dropped": dict(self.dropped)}
 
+    def summary(self) -> str:
+        """One line for the end of a run: where the log went, how much was written and dropped."""
+        stats = self.stats()
+        dropped = sum(stats["dropped"].values())
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats["dropped"].items()))
+        return f"request log {self.directory}: {stats['written']} written, {dropped} dropped" + (
+            f" ({reasons})" if reasons else ""
+        )
+
     def close(self) -> None:
         with self._lock:
             self._close_quietly()

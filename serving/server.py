@@ -1,69 +1,56 @@
-"""A TensorFlow Serving gRPC server for the pushed models (`fmnist serve`).
+"""A TensorFlow Serving server for the pushed models (`fmnist serve`): TF Serving's gRPC and REST APIs.
 
 It implements TF Serving's own protocol (the `tensorflow-serving-api` protos),
 so any TF Serving client works unchanged against it, and this project's client
 works unchanged against real TF Serving:
 
-- PredictionService.Predict: `model_spec` (name; optional version or version
-  label; signature name, default `serving_default`), `inputs` by the
-  signature's input names, optional `output_filter`. Answers with the outputs
-  and the model_spec (including the version that produced them).
-- PredictionService.Classify: `tf.Example`s (`example_list`, or
-  `example_list_with_context`) through a signature whose method is
-  `tensorflow/serving/classify` (the model's `classify`); class names and scores.
-- PredictionService.GetModelMetadata: the `signature_def` map.
-- ModelService.GetModelStatus: every known version with TF Serving's states.
+- PredictionService: Predict (`model_spec` with name, optional version or
+  version label, signature; `inputs`; `output_filter`), Classify and Regress
+  (`tf.Example`s as `example_list` or `example_list_with_context`),
+  MultiInference (classify and regress tasks on one input), GetModelMetadata
+  (`signature_def`).
+- ModelService: GetModelStatus (every known version with TF Serving's states).
+- REST on `rest_api_port` (`serving/rest_server.py`) and, with a monitoring
+  config, Prometheus metrics (`serving/metrics.py`).
 
-Errors as TF Serving gives them: unknown model, version or signature ->
-NOT_FOUND; unknown version label, missing input, wrong dtype or shape, too many
-examples -> INVALID_ARGUMENT. A bad request never takes the server down.
+Status codes are TF Serving's (see `serving/servable.py`); a bad request never
+takes the server down. The gRPC port is bound without SO_REUSEPORT (TF Serving
+issue #1288: with it, a second server on the same port starts and the kernel
+splits clients between the two), so a busy port is refused at start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import signal
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
-import tensorflow as tf
-from google.protobuf import any_pb2
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    status_pb2,
-)
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from core.config import ServingConfig
-from core.vocabulary import SERVING_SIGNATURE
-from serving.request_log import RequestLogger
-from serving.servable import InvalidRequestError, LoadedVersion, ModelNotFoundError
+from core.errors import InputError
+from serving.rest_server import RestServer
+from serving.runtime import ServingRuntime
+from serving.servable import ServingStatusError
 from serving.version_manager import VersionManager
 
-UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what a failed load reports
+log = logging.getLogger(__name__)
+GRPC = "GRPC"
 
 
 @contextlib.contextmanager
-def grpc_errors(context) -> Iterator[None]:
-    """Answer the store's and the model's errors with TF Serving's status codes (the server keeps serving).
-
-    Unknown model, version or signature -> NOT_FOUND; a request that does not fit
-    (unknown label, wrong input, unparseable tf.Example bytes) -> INVALID_ARGUMENT.
-    """
+def grpc_status(context, outcome: dict) -> Iterator[None]:
+    """Answer a status error with its gRPC status (the server keeps serving) and record it for the metrics."""
     try:
         yield
-    except ModelNotFoundError as err:
-        context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-    except InvalidRequestError as err:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-    except tf.errors.InvalidArgumentError as err:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+    except ServingStatusError as err:
+        outcome["status"] = err.code
+        context.abort(grpc.StatusCode[err.code], str(err))
 
 
 def message_size_options(max_message_mb: int) -> list[tuple[str, int]]:
@@ -72,140 +59,72 @@ def message_size_options(max_message_mb: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
 
 
-def _spec_version(model_spec) -> int | None:
-    return model_spec.version.value if model_spec.HasField("version") else None
+def server_options(max_message_mb: int) -> list[tuple[str, int]]:
+    """Message limits, and no SO_REUSEPORT: a second server on a busy port must fail, not share it."""
+    return [*message_size_options(max_message_mb), ("grpc.so_reuseport", 0)]
 
 
-def _spec_label(model_spec) -> str | None:
-    return model_spec.version_label if model_spec.HasField("version_label") else None
-
-
-def examples_of(model_input) -> list[bytes]:
-    """Serialized examples of a `tensorflow.serving.Input`; context features go into each example."""
-    kind = model_input.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in model_input.example_list.examples]
-    if kind == "example_list_with_context":
-        with_context = model_input.example_list_with_context
-        merged = []
-        for example in with_context.examples:
-            combined = tf.train.Example()
-            combined.CopyFrom(with_context.context)
-            for key, feature in example.features.feature.items():  # the example's own value wins
-                combined.features.feature[key].CopyFrom(feature)
-            merged.append(combined.SerializeToString())
-        return merged
-    return []
+def bind(server: grpc.Server, host: str, port: int, flag: str = "--port") -> int:
+    """Bind `host:port`; a busy or unavailable address is bad input, named."""
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise InputError(
+            f"{flag} {port}: cannot listen on {host}:{port} (in use, or not an address of this host)"
+        )
+    return bound
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(
-        self, store: VersionManager, config: ServingConfig, request_logger: RequestLogger | None = None
-    ):
-        self.store = store
-        self.config = config
-        self.request_logger = request_logger
+    """TF Serving's PredictionService over `ServingRuntime`: metrics and status codes around each call."""
 
-    def _resolve(self, model_spec, context) -> LoadedVersion:
-        with grpc_errors(context):
-            return self.store.resolve(model_spec.name, _spec_version(model_spec), _spec_label(model_spec))
+    def __init__(self, runtime: ServingRuntime):
+        self.runtime = runtime
 
-    @staticmethod
-    def _fill_spec(response_spec, loaded: LoadedVersion, signature_name: str) -> None:
-        response_spec.name = loaded.name
-        response_spec.version.value = loaded.version
-        response_spec.signature_name = signature_name
+    def _answer(self, api: str, model_name: str, call, request, context):
+        with self.runtime.metrics.request(model_name, api, GRPC) as outcome, grpc_status(context, outcome):
+            return call(request)
 
-    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
-        loaded = self._resolve(request.model_spec, context)
-        signature_name = request.model_spec.signature_name or SERVING_SIGNATURE
-        with grpc_errors(context):
-            outputs = loaded.run(signature_name, request.inputs, self.config.max_batch)
-        unknown = sorted(set(request.output_filter) - set(outputs))
-        if unknown:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
-        response = predict_pb2.PredictResponse()
-        self._fill_spec(response.model_spec, loaded, signature_name)
-        for key in request.output_filter or outputs:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key].numpy()))
-        if self.request_logger is not None:
-            self.request_logger.log_predict(request, response)
-        return response
+    def Predict(self, request, context):
+        return self._answer("Predict", request.model_spec.name, self.runtime.predict, request, context)
 
-    def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
-        loaded = self._resolve(request.model_spec, context)
-        signature_name = request.model_spec.signature_name or SERVING_SIGNATURE
-        with grpc_errors(context):
-            classes, scores = loaded.classify(
-                signature_name, examples_of(request.input), self.config.max_batch
-            )
-        response = classification_pb2.ClassificationResponse()
-        self._fill_spec(response.model_spec, loaded, signature_name)
-        for example_classes, example_scores in zip(classes, scores, strict=True):
-            classification = response.result.classifications.add()
-            for label, score in zip(example_classes, example_scores, strict=True):
-                classification.classes.add(label=label.decode(), score=float(score))
-        if self.request_logger is not None:
-            self.request_logger.log_classify(request, response)
-        return response
+    def Classify(self, request, context):
+        return self._answer("Classify", request.model_spec.name, self.runtime.classify, request, context)
+
+    def Regress(self, request, context):
+        return self._answer("Regress", request.model_spec.name, self.runtime.regress, request, context)
+
+    def MultiInference(self, request, context):
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return self._answer("MultiInference", name, self.runtime.multi_inference, request, context)
 
     def GetModelMetadata(self, request, context):
-        unsupported = sorted(set(request.metadata_field) - {"signature_def"})
-        if unsupported or not request.metadata_field:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be ['signature_def']")
-        loaded = self._resolve(request.model_spec, context)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in loaded.signature_defs.items():
-            signature_map.signature_def[key].CopyFrom(signature_def)
-        packed = any_pb2.Any()
-        packed.Pack(signature_map)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = loaded.name
-        response.model_spec.version.value = loaded.version
-        response.metadata["signature_def"].CopyFrom(packed)
-        return response
+        return self._answer(
+            "GetModelMetadata", request.model_spec.name, self.runtime.metadata, request, context
+        )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, store: VersionManager):
-        self.store = store
+    def __init__(self, runtime: ServingRuntime):
+        self.runtime = runtime
 
     def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        with grpc_errors(context):
-            version = _spec_version(spec)
-            if _spec_label(spec):
-                version = self.store.resolve(spec.name, label=_spec_label(spec)).version
-            states = self.store.status(spec.name, version)
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state in sorted(states.items()):
-            status = response.model_version_status.add(
-                version=version, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
-            )
-            if state.error:
-                status.status.CopyFrom(
-                    status_pb2.StatusProto(error_code=UNKNOWN_ERROR, error_message=state.error)
-                )
-        return response
+        with grpc_status(context, {}):
+            return self.runtime.status(request.model_spec)
 
 
-def build_server(store: VersionManager, config: ServingConfig) -> tuple[grpc.Server, int]:
-    """A started-able gRPC server with both services; returns it and the bound port."""
+def build_server(manager: VersionManager, config: ServingConfig, runtime: ServingRuntime | None = None):
+    """A gRPC server (not started) with both services; returns it, its bound port and its runtime."""
+    runtime = runtime or ServingRuntime.from_config(manager, config)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers),
-        options=message_size_options(config.max_message_mb),
+        futures.ThreadPoolExecutor(max_workers=config.workers), options=server_options(config.max_message_mb)
     )
-    logger = (
-        RequestLogger(config.request_log_dir, config.request_log_sampling) if config.request_log_dir else None
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(store, config, logger), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    if port == 0:
-        raise OSError(f"cannot bind {config.host}:{config.port} (in use?)")
-    return server, port
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(runtime), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(runtime), server)
+    port = bind(server, config.host, config.port)
+    return server, port, runtime
 
 
 def make_manager(config: ServingConfig) -> VersionManager:
@@ -215,21 +134,67 @@ def make_manager(config: ServingConfig) -> VersionManager:
     return VersionManager(config.model_base_path, config.poll_seconds)
 
 
-def serve(config: ServingConfig) -> None:
-    """Serve until SIGTERM or SIGINT; in-flight requests get up to 10 s to finish."""
-    store = make_manager(config)
-    store.start()
-    server, port = build_server(store, config)
+@dataclasses.dataclass
+class RunningServer:
+    """A started server: gRPC (and REST) over one runtime and its version manager."""
+
+    manager: VersionManager
+    runtime: ServingRuntime
+    grpc_server: grpc.Server
+    port: int
+    rest: RestServer | None
+
+    @property
+    def rest_port(self) -> int | None:
+        return self.rest.port if self.rest else None
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        self.grpc_server.stop(grace=grace_seconds).wait()
+        if self.rest is not None:
+            self.rest.stop()
+        self.manager.stop()
+        self.runtime.close()
+
+
+def start(
+    config: ServingConfig, manager: VersionManager | None = None, rest_port: int | None = None
+) -> RunningServer:
+    """Bind both ports (a busy one is bad input, before any model loads), load the models, start serving.
+
+    REST listens on `config.rest_api_port` (0: no REST, as in TF Serving);
+    `rest_port` overrides it (0 then means any free port, for tests).
+    """
+    manager = manager or make_manager(config)
+    server, port, runtime = build_server(manager, config)
+    rest_port = (config.rest_api_port or None) if rest_port is None else rest_port
+    try:
+        rest = RestServer(runtime, config, rest_port) if rest_port is not None else None
+    except InputError:
+        server.stop(grace=None)
+        runtime.close()
+        raise
+    manager.start()
     server.start()
-    print(f"serving {store.model_names() or 'no models yet'} from {store.where} on {config.host}:{port}")
-    run_until_terminated(server)
-    store.stop()
+    return RunningServer(manager, runtime, server, port, rest)
 
 
-def run_until_terminated(server: grpc.Server, grace_seconds: float = 10.0) -> None:
-    """Block until SIGTERM or SIGINT, then stop `server`, giving in-flight requests `grace_seconds`."""
+def serve(config: ServingConfig) -> None:
+    """Serve gRPC (and REST, metrics) until SIGTERM or SIGINT; in-flight requests get 10 s."""
+    running = start(config)
+    where = f"gRPC on {config.host}:{running.port}"
+    if running.rest is not None:
+        where += f", REST on {config.host}:{running.rest_port}"
+    models = running.manager.model_names() or "no models yet"
+    print(f"serving {models} from {running.manager.where}; {where}", flush=True)
+    wait_for_termination()
+    running.stop(grace_seconds=10.0)
+    if running.runtime.logger is not None:
+        print(running.runtime.logger.summary(), flush=True)
+
+
+def wait_for_termination() -> None:
+    """Block until SIGTERM or SIGINT."""
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
-    server.stop(grace=grace_seconds).wait()

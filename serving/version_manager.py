@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -42,6 +43,8 @@ from serving.servable import InvalidRequestError, LoadedVersion, ModelNotFoundEr
 log = logging.getLogger(__name__)
 MAX_NUM_LOAD_RETRIES = 5  # TF Serving's defaults (model_servers/server.h)
 LOAD_RETRY_INTERVAL_SECONDS = 60.0
+# Told of every load and unload: (model name, version, version path, "AVAILABLE" | "FAILED" | "UNLOADED").
+Observer = Callable[[str, int, str, str], None]
 
 
 @dataclasses.dataclass
@@ -112,6 +115,7 @@ class VersionManager:
         self._labels: dict[str, dict[str, int]] = {}
         self._failures: dict[tuple[str, int], _Failure] = {}
         self.poll_errors = 0
+        self.observers: list[Observer] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -228,25 +232,36 @@ class VersionManager:
             log.error("model %s version %s failed to load (attempt %d): %s", name, version, attempts, err)
             with self._lock:
                 self._states[name][version] = VersionState("END", f"{type(err).__name__}: {err}"[:2000])
+            self._tell(name, version, path, "FAILED")
             return
         self._failures.pop((name, version), None)
         with self._lock:
             self._loaded[name][version] = loaded
             self._states[name][version] = VersionState("AVAILABLE")
         log.info("model %s version %s is AVAILABLE", name, version)
+        self._tell(name, version, path, "AVAILABLE")
+
+    def _tell(self, name: str, version: int, path: str, event: str) -> None:
+        """Tell the observers (the server's metrics); a failing observer must not stop the manager."""
+        for observer in self.observers:
+            try:
+                observer(name, version, path, event)
+            except Exception:
+                log.exception("observer of model %s version %s failed", name, version)
 
     def _unload(self, name: str, version: int, forget: bool) -> None:
         with self._lock:
-            was_loaded = self._loaded.get(name, {}).pop(version, None) is not None
+            unloaded = self._loaded.get(name, {}).pop(version, None)
             if forget:
                 self._states.get(name, {}).pop(version, None)
                 self._failures.pop((name, version), None)
             else:
                 self._states[name][version] = VersionState("END")
-        if was_loaded:
+        if unloaded is not None:
             log.info(
                 "model %s version %s unloaded (%s)", name, version, "removed" if forget else "version policy"
             )
+            self._tell(name, version, unloaded.path, "UNLOADED")
 
     def _update_labels(self, source: ModelSource) -> None:
         """Labels move to their configured version once it is AVAILABLE; removed labels go."""

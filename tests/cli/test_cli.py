@@ -148,6 +148,39 @@ def test_prepare_into_a_workdir_that_is_a_file_exits_2_naming_it(tmp_path: Path,
     assert f"--data-dir {tmp_path / 'file' / 'data'}: cannot write there" in capsys.readouterr().err
 
 
+READ_ONLY = "/proc/fmnist-test"  # a read-only file system: even root cannot write there
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["drift", "{npy}", "--output", "{file}"], "--output {file}: is a file, not a directory"),
+        (["drift", "{npy}", "--output", f"{READ_ONLY}/out"], f"--output {READ_ONLY}/out: cannot write there"),
+        (["drift", "{npy}", "--reference", "{npy}", "--model-dir", "{empty}"],
+         "--model-dir {empty}: no saved_model.pb"),
+        (["drift", "{strings}", "--workdir", "{work}"], "{strings}: pixels of dtype <U1; expected uint8"),
+        (["predict", "{strings}"], "{strings}: pixels of dtype <U1; expected uint8"),
+        (["serve", "--request-log-dir", "{file}", "--port", "0"], "--request-log-dir {file}: is a file"),
+        (["log-proxy", "--request-log-dir", f"{READ_ONLY}/logs"],
+         f"--request-log-dir {READ_ONLY}/logs: cannot write there"),
+        (["data", "prepare", "--workdir", READ_ONLY], f"--data-dir {READ_ONLY}/data: cannot write there"),
+    ],
+)  # fmt: skip
+def test_unusable_paths_and_arrays_exit_2_naming_them_before_any_work(argv, message, tmp_path: Path, capsys):
+    import numpy as np
+
+    paths = {"file": tmp_path / "a-file", "empty": tmp_path / "empty", "npy": tmp_path / "x.npy",
+             "strings": tmp_path / "strings.npy", "work": tmp_path / "work"}  # fmt: skip
+    paths["file"].write_text("not a directory")
+    paths["empty"].mkdir()
+    np.save(paths["npy"], np.zeros((4, 28, 28), np.uint8))
+    np.save(paths["strings"], np.full((4, 28, 28), "a"))
+    before = sorted(tmp_path.rglob("*"))
+    assert main([a.format(**paths) for a in argv]) == EXIT_BAD_INPUT
+    assert message.format(**paths) in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even an empty report directory
+
+
 def test_run_without_prepared_data_names_the_directory(tmp_path: Path, capsys):
     code = main(["run", "--workdir", str(tmp_path)])
     assert code == EXIT_BAD_INPUT

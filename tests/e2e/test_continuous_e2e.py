@@ -109,7 +109,7 @@ def test_promote_and_rollback_move_what_a_running_server_answers_for_stable(
     )
     manager = VersionManager(config_file=models_config_path(str(serving_dir)), poll_seconds=0.1)
     manager.start()
-    server, port = build_server(manager, ServingConfig(port=0))
+    server, port, _ = build_server(manager, ServingConfig(port=0))
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=30)
     image = np.zeros((1, 28, 28), np.uint8)

@@ -33,7 +33,7 @@ def test_served_traffic_then_one_command_reports_no_drift(
     shutil.copytree(pipeline_runs["first"].model.pushed_path, base / "fashion_mnist" / "1")
     store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
-    server, port = build_server(
+    server, port, _ = build_server(
         store, ServingConfig(model_base_path=str(base), port=0, request_log_dir=str(logs))
     )
     server.start()

@@ -31,12 +31,15 @@ def _signature(inputs: dict, outputs: dict, method: str):
     )
 
 
-def build(export_dir: str) -> str:
-    """Write the SavedModel to `export_dir` (which must not exist); return it."""
+def build(export_dir: str, b: float = 2.0) -> str:
+    """Write the SavedModel to `export_dir` (which must not exist); return it.
+
+    `b=3.0` gives TF Serving's other test model, half_plus_three (y = 0.5 x + 3).
+    """
     constants = v1.saved_model.signature_constants
     builder = v1.saved_model.builder.SavedModelBuilder(export_dir)
     with v1.Session(graph=tf.Graph()) as session:
-        a, b, c = v1.Variable(0.5, name="a"), v1.Variable(2.0, name="b"), v1.Variable(3.0, name="c")
+        a, b, c = v1.Variable(0.5, name="a"), v1.Variable(b, name="b"), v1.Variable(b + 1, name="c")
         serialized = v1.placeholder(tf.string, name="tf_example", shape=[None])
         example = v1.parse_example(serialized, _feature_spec())
         x = tf.identity(example["x"], name="x")

@@ -1,12 +1,21 @@
 """The request-logging proxy before a TF Serving server: transparent; its logs feed the drift report."""
 
 import shutil
+import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
+import portpicker
 import pytest
-from tensorflow_serving.apis import get_model_status_pb2
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from core.config import ServingConfig
 from core.errors import ServingError
@@ -16,17 +25,18 @@ from serving.log_proxy import build_proxy
 from serving.server import build_server
 from serving.version_manager import VersionManager
 
-pytestmark = pytest.mark.e2e  # serves the model a slice run pushed
 
-
+@pytest.mark.e2e  # serves the model a slice run pushed
 def test_the_proxy_forwards_every_rpc_and_logs_predict(pipeline_runs: dict, slice_data: Path, tmp_path: Path):
     base = tmp_path / "models"
     shutil.copytree(pipeline_runs["first"].model.pushed_path, base / "fashion_mnist" / "5")
     store = VersionManager(str(base), poll_seconds=3600)
     store.poll_once()
-    upstream, upstream_port = build_server(store, ServingConfig(model_base_path=str(base), port=0))
+    upstream, upstream_port, _ = build_server(store, ServingConfig(model_base_path=str(base), port=0))
     upstream.start()
-    proxy, proxy_port, logger = build_proxy(f"127.0.0.1:{upstream_port}", str(tmp_path / "logs"), port=0)
+    proxy, proxy_port, logger, _ = build_proxy(
+        f"127.0.0.1:{upstream_port}", str(tmp_path / "logs"), ServingConfig(port=0)
+    )
     proxy.start()
     images = load_batch(str(slice_data / "test")).images[:60]
     try:
@@ -54,7 +64,9 @@ def test_the_proxy_forwards_every_rpc_and_logs_predict(pipeline_runs: dict, slic
 
 
 def test_the_proxy_reports_an_unreachable_upstream(tmp_path: Path):
-    proxy, port, logger = build_proxy("127.0.0.1:1", str(tmp_path / "logs"), port=0, timeout=2)
+    proxy, port, logger, _ = build_proxy(
+        "127.0.0.1:1", str(tmp_path / "logs"), ServingConfig(port=0), timeout=2
+    )
     proxy.start()
     try:
         client = ServingClient(f"127.0.0.1:{port}", timeout=10, retries=0)
@@ -66,4 +78,107 @@ def test_the_proxy_reports_an_unreachable_upstream(tmp_path: Path):
         )
     finally:
         proxy.stop(grace=None)
+        logger.close()
+
+
+class SlowUpstream(
+    prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer
+):
+    """A TF Serving stand-in whose Predict takes 20 s unless cancelled; status answers at once."""
+
+    def __init__(self) -> None:
+        self.cancelled = []
+
+    def Predict(self, request, context):
+        started = time.monotonic()
+        while context.is_active() and time.monotonic() - started < 20:
+            time.sleep(0.02)
+        self.cancelled.append(time.monotonic() - started)
+        return predict_pb2.PredictResponse()
+
+    def GetModelStatus(self, request, context):
+        response = get_model_status_pb2.GetModelStatusResponse()
+        response.model_version_status.add(version=1, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+        return response
+
+
+def start_upstream(port: int) -> tuple[grpc.Server, SlowUpstream]:
+    upstream = SlowUpstream()
+    server = grpc.server(futures.ThreadPoolExecutor(16))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(upstream, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(upstream, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, upstream
+
+
+def status_request() -> get_model_status_pb2.GetModelStatusRequest:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "m"
+    return request
+
+
+def test_cancelled_calls_are_cancelled_upstream_and_do_not_starve_the_proxy(tmp_path: Path):
+    upstream_port = portpicker.pick_unused_port()
+    upstream, slow = start_upstream(upstream_port)
+    proxy, port, logger, _ = build_proxy(
+        f"127.0.0.1:{upstream_port}", str(tmp_path / "logs"), ServingConfig(port=0, workers=4)
+    )
+    proxy.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28), np.uint8)))
+            calls = [predict.Predict.future(request) for _ in range(4)]  # no deadline: every proxy worker
+            time.sleep(0.5)
+            for call in calls:
+                call.cancel()
+            deadline = time.monotonic() + 5
+            while len(slow.cancelled) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(slow.cancelled) == 4 and max(slow.cancelled) < 3  # cancelled upstream, not after 20 s
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                status_request(), timeout=2
+            )
+            assert status.model_version_status[0].version == 1  # the workers are free again
+            with pytest.raises(grpc.RpcError) as expired:  # a client's deadline travels upstream too
+                predict.Predict(request, timeout=0.5)
+            assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        proxy.stop(grace=None)
+        upstream.stop(grace=None)
+        logger.close()
+
+
+def test_after_an_upstream_outage_the_proxy_reconnects_within_seconds(tmp_path: Path):
+    upstream_port = portpicker.pick_unused_port()
+    upstream, _ = start_upstream(upstream_port)
+    proxy, port, logger, _ = build_proxy(
+        f"127.0.0.1:{upstream_port}", str(tmp_path / "logs"), ServingConfig(port=0)
+    )
+    proxy.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            models = model_service_pb2_grpc.ModelServiceStub(channel)
+            models.GetModelStatus(status_request(), timeout=5)
+            upstream.stop(grace=None).wait()
+            outage = time.monotonic()
+            while time.monotonic() - outage < 6:  # gRPC's default backoff (1 s x 1.6^n) would grow past 3 s
+                with pytest.raises(grpc.RpcError) as down:
+                    models.GetModelStatus(status_request(), timeout=5)
+                assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+                time.sleep(0.3)
+            upstream, _ = start_upstream(upstream_port)
+            back = time.monotonic()
+            while True:
+                try:
+                    models.GetModelStatus(status_request(), timeout=5)
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() - back < 1.8, "the proxy did not reconnect within 1.8 s"
+                    time.sleep(0.1)
+    finally:
+        proxy.stop(grace=None)
+        upstream.stop(grace=None)
         logger.close()

@@ -40,10 +40,13 @@ def served(pipeline_runs: dict, tmp_path: Path):
     shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "1")
     store = VersionManager(str(base), poll_seconds=3600)  # tests poll by hand
     store.poll_once()
-    server, port = build_server(store, ServingConfig(model_base_path=str(base), port=0, max_batch=64))
+    server, port, runtime = build_server(
+        store, ServingConfig(model_base_path=str(base), port=0, max_batch=64)
+    )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield {
+        "runtime": runtime,
         "base": base,
         "store": store,
         "port": port,
@@ -145,7 +148,7 @@ def test_classify_merges_context_features_into_each_example(served, test_images)
             1,
             "Expected classification signature method_name to be tensorflow/serving/classify",
         ),
-        ("classify", 0, "Classify input holds no examples"),
+        ("classify", 0, "Input is empty"),
     ],
 )
 def test_classify_refuses_predict_signatures_and_empty_input(
@@ -187,10 +190,14 @@ def _bad(images, **changes):
             grpc.StatusCode.NOT_FOUND,
             "model '../models/fashion_mnist' is not being served",
         ),
-        ("unknown signature", grpc.StatusCode.NOT_FOUND, "has no signature 'nope'"),
-        ("float pixels", grpc.StatusCode.INVALID_ARGUMENT, "input 'images' must be uint8, got float32"),
-        ("wrong rank", grpc.StatusCode.INVALID_ARGUMENT, "must have shape (None, 28, 28), got [2, 784]"),
-        ("missing input", grpc.StatusCode.INVALID_ARGUMENT, "missing ['images'], unexpected ['pixels']"),
+        ("unknown signature", grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
+        ("float pixels", grpc.StatusCode.INVALID_ARGUMENT, "input 'images' must be DT_UINT8, got DT_FLOAT"),
+        ("wrong image size", grpc.StatusCode.INVALID_ARGUMENT, ""),
+        (
+            "missing input",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Sent extra: {pixels}. Missing but required: {images}.",
+        ),
         ("no images", grpc.StatusCode.INVALID_ARGUMENT, "holds no examples"),
         ("too many images", grpc.StatusCode.INVALID_ARGUMENT, "holds 65 examples; the limit is 64"),
         ("garbage example", grpc.StatusCode.INVALID_ARGUMENT, ""),
@@ -207,7 +214,9 @@ def test_bad_requests_get_tf_serving_status_codes_and_the_server_keeps_serving(
         "path as model name": _bad(images, name="../models/fashion_mnist"),
         "unknown signature": _bad(images, signature_name="nope"),
         "float pixels": _bad(images, inputs={"images": tf.make_tensor_proto(images.astype(np.float32))}),
-        "wrong rank": _bad(images, inputs={"images": tf.make_tensor_proto(images[:2].reshape(2, 784))}),
+        "wrong image size": _bad(
+            images, inputs={"images": tf.make_tensor_proto(np.zeros((3, 28, 29), np.uint8))}
+        ),
         "missing input": _bad(images, inputs={"pixels": tf.make_tensor_proto(images)}),
         "no images": _bad(images, inputs={"images": tf.make_tensor_proto(images[:0])}),
         "too many images": _bad(
@@ -223,8 +232,89 @@ def test_bad_requests_get_tf_serving_status_codes_and_the_server_keeps_serving(
         served["predict"].Predict(requests[case], timeout=30)
     assert failure.value.code() == code
     assert message in failure.value.details()
+    assert "\n" not in failure.value.details() and "Graph execution" not in failure.value.details()
     _, version = served["client"].predict_images(images[:1])  # still serving
     assert version == 1
+
+
+@pytest.fixture
+def rest(served):
+    """TF Serving's REST API over the served fixture's runtime, on a free port; `call(path, body)`."""
+    import json
+    import urllib.request
+
+    from serving.rest_server import RestServer
+
+    server = RestServer(served["runtime"], ServingConfig(port=0), port=0)
+
+    def call(path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", data=data)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    yield call
+    server.stop()
+
+
+def test_rest_status_and_metadata_as_tf_servings_curl_examples(rest):
+    assert rest(f"/v1/models/{MODEL}") == (
+        200,
+        {"model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]},
+    )  # fmt: skip
+    status, metadata = rest(f"/v1/models/{MODEL}/versions/1/metadata")
+    assert status == 200 and metadata["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert signatures["predict_images"]["inputs"]["images"]["dtype"] == "DT_UINT8"
+
+
+def test_rest_predict_takes_b64_examples_and_raw_pixels_alike(rest, served, test_images):
+    import base64
+
+    images, serialized = test_images
+    b64 = [{"b64": base64.b64encode(s).decode()} for s in serialized[:3]]
+    status, by_example = rest(
+        f"/v1/models/{MODEL}:predict", {"signature_name": "serving_default", "instances": b64}
+    )
+    assert status == 200
+    body = {"signature_name": "predict_images", "instances": images[:3].tolist()}
+    status, by_pixels = rest(f"/v1/models/{MODEL}/versions/1:predict", body)
+    assert status == 200
+    expected, _ = served["client"].predict_images(images[:3])
+    np.testing.assert_allclose(by_example["predictions"], [p.probabilities for p in expected], atol=1e-6)
+    assert [p["class_names"] for p in by_pixels["predictions"]] == [p.class_name for p in expected]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in by_pixels["predictions"]], [p.probabilities for p in expected], atol=1e-6
+    )
+
+
+def test_rest_classify_answers_class_names_with_scores(rest, served, test_images):
+    images, serialized = test_images
+    examples = [{"image": image.reshape(-1).tolist()} for image in images[:2]]
+    status, answer = rest(
+        f"/v1/models/{MODEL}:classify", {"signature_name": "classify", "examples": examples}
+    )
+    assert status == 200
+    probabilities, _ = served["client"].predict_examples(serialized[:2])
+    for result, expected in zip(answer["results"], probabilities, strict=True):
+        assert [label for label, _ in result] == list(CLASS_NAMES)
+        np.testing.assert_allclose([score for _, score in result], expected, atol=1e-6)
+
+
+def test_rest_unknown_model_is_404_and_malformed_input_400(rest):
+    status, answer = rest("/v1/models/shoes:predict", {"instances": [[0] * 28] * 28})
+    assert status == 404 and "shoes" in answer["error"]
+    status, answer = rest(
+        f"/v1/models/{MODEL}:predict", {"signature_name": "predict_images", "instances": [[1, 2]]}
+    )
+    assert status == 400 and answer["error"]
+    status, answer = rest(f"/v1/models/{MODEL}:predict", {"signature_name": "predict_images"})
+    assert status == 400 and "instances" in answer["error"]
 
 
 def test_hot_reload_under_concurrent_traffic_loses_no_request(served, test_images):
@@ -328,36 +418,44 @@ def test_a_version_whose_warmup_fails_is_not_served(served, test_images):
     store.poll_once()
     status = {s.version: s for s in served["client"].status(MODEL).model_version_status}
     assert status[7].state == get_model_status_pb2.ModelVersionStatus.END
-    assert "must be uint8" in status[7].status.error_message
+    assert "must be DT_UINT8" in status[7].status.error_message
     assert served["client"].predict_images(test_images[0][:1])[1] == 1
 
 
-def test_request_logs_are_prediction_logs_readable_back(pipeline_runs: dict, tmp_path: Path, test_images):
-    from tensorflow_serving.apis import prediction_log_pb2
+def test_every_kind_of_served_traffic_is_logged_and_read_back(
+    pipeline_runs: dict, tmp_path: Path, test_images
+):
+    """gRPC Predict (pixels and examples), gRPC Classify and REST predict all land in the request log."""
+    import json
+    import urllib.request
 
+    from serving.request_log import read_request_logs
+    from serving.server import start
+
+    images, serialized = test_images
     base = tmp_path / "models"
     shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "3")
-    store = VersionManager(str(base), poll_seconds=3600)
-    store.poll_once()
-    config = ServingConfig(model_base_path=str(base), port=0, request_log_dir=str(tmp_path / "logs"))
-    server, port = build_server(store, config)
-    server.start()
+    config = ServingConfig(
+        model_base_path=str(base), port=0, rest_api_port=0, request_log_dir=str(tmp_path / "logs")
+    )
+    running = start(config, rest_port=0)
     try:
-        client = ServingClient(f"127.0.0.1:{port}", timeout=30)
-        for i in range(3):
-            client.predict_images(test_images[0][i : i + 2])
+        client = ServingClient(f"127.0.0.1:{running.port}", timeout=30)
+        client.predict_images(images[0:2])
+        client.predict_examples(serialized[2:4])
+        client.classify([tf.train.Example.FromString(s) for s in serialized[4:6]])
+        body = json.dumps({"signature_name": "predict_images", "instances": images[6:8].tolist()}).encode()
+        url = f"http://127.0.0.1:{running.rest_port}/v1/models/{MODEL}:predict"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:
+            assert response.status == 200
     finally:
-        server.stop(grace=None)
-    files = sorted((tmp_path / "logs").glob("prediction_log-*.tfrecord"))
-    records = [
-        prediction_log_pb2.PredictionLog.FromString(r.numpy())
-        for r in tf.data.TFRecordDataset([str(f) for f in files])
-    ]
-    assert len(records) == 3
-    first = records[0].predict_log
-    np.testing.assert_array_equal(tf.make_ndarray(first.request.inputs["images"]), test_images[0][0:2])
-    assert first.response.model_spec.version.value == 3
-    assert set(first.response.outputs) == {"probabilities", "class_ids", "class_names"}
+        running.stop()
+    files = sorted(str(f) for f in (tmp_path / "logs").glob("prediction_log-*.tfrecord"))
+    reading = read_request_logs(files, MODEL, version=3)
+    assert reading.skipped == {}
+    assert len(reading.requests) == 4
+    np.testing.assert_array_equal(np.concatenate([r.images for r in reading.requests]), images[:8])
+    assert all(r.probabilities is not None and r.probabilities.shape == (2, 10) for r in reading.requests)
 
 
 def test_request_logger_samples_and_rotates(tmp_path: Path):
@@ -374,26 +472,31 @@ def test_request_logger_samples_and_rotates(tmp_path: Path):
         RequestLogger(str(tmp_path), sampling_rate=1.5)
 
 
-def test_fmnist_serve_answers_then_stops_cleanly_on_sigterm(pipeline_runs: dict, tmp_path: Path):
+def test_fmnist_serve_answers_grpc_rest_and_prometheus_then_stops_cleanly_on_sigterm(
+    pipeline_runs: dict, tmp_path: Path, test_images
+):
+    """As a new user runs it: TF Serving's flags, a monitoring config, curl-style REST calls, a scrape."""
+    import json
     import signal
     import subprocess
     import sys
     import time
+    import urllib.request
 
     import portpicker
+    from prometheus_client.parser import text_string_to_metric_families
 
     base = tmp_path / "models"
     shutil.copytree(pipeline_runs["first"].model.pushed_path, base / MODEL / "4")
-    port = portpicker.pick_unused_port()
+    monitoring = tmp_path / "monitoring_config.txt"
+    monitoring.write_text('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
+    port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     command = [
-        str(Path(sys.executable).parent / "fmnist"),
-        "serve",
-        "--model-base-path",
-        str(base),
-        "--port",
-        str(port),
-    ]
+        str(Path(sys.executable).parent / "fmnist"), "serve", f"--model_base_path={base}", f"--port={port}",
+        f"--rest_api_port={rest_port}", f"--monitoring_config_file={monitoring}",
+    ]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rest = f"http://127.0.0.1:{rest_port}"
     try:
         client = ServingClient(f"127.0.0.1:{port}", timeout=5, retries=0)
         deadline = time.monotonic() + 120
@@ -405,9 +508,28 @@ def test_fmnist_serve_answers_then_stops_cleanly_on_sigterm(pipeline_runs: dict,
                 assert time.monotonic() < deadline and server.poll() is None, server.stdout.read()
                 time.sleep(0.5)
         assert states == [get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+        with urllib.request.urlopen(f"{rest}/v1/models/{MODEL}", timeout=10) as response:
+            assert json.loads(response.read())["model_version_status"][0]["state"] == "AVAILABLE"
+        body = json.dumps({"signature_name": "predict_images", "instances": test_images[0][:2].tolist()})
+        request = urllib.request.Request(f"{rest}/v1/models/{MODEL}:predict", data=body.encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert len(json.loads(response.read())["predictions"]) == 2
+        client.predict_images(test_images[0][:1])
+        with urllib.request.urlopen(f"{rest}/monitoring/prometheus/metrics", timeout=10) as response:
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        counts = {
+            s.labels["status"]: s.value
+            for s in families[":tensorflow:serving:request_count"].samples
+            if s.name.endswith("_total") and s.labels["model_name"] == MODEL
+        }
+        assert counts["OK"] >= 3  # GetModelStatus over REST, REST predict, gRPC predict
+        latency = families[":tensorflow:serving:request_latency"].samples
+        entrypoints = {s.labels["entrypoint"] for s in latency if s.name.endswith("_count") and s.value}
+        assert entrypoints == {"GRPC", "REST"}
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
-        assert f"on 127.0.0.1:{port}" in server.stdout.read()
+        output = server.stdout.read()
+        assert f"gRPC on 127.0.0.1:{port}, REST on 127.0.0.1:{rest_port}" in output
     finally:
         server.kill()
 
@@ -432,7 +554,7 @@ def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, 
     )
     store = make_manager(ServingConfig(model_config_file=str(config), poll_seconds=3600))
     store.poll_once()
-    server, port = build_server(store, ServingConfig(port=0))
+    server, port, _ = build_server(store, ServingConfig(port=0))
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=30)
     try:

@@ -1,0 +1,90 @@
+"""Request logs: a failed write never costs a request its answer; reading keeps what is valid."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import classification_pb2, predict_pb2
+
+from core.vocabulary import MODEL_NAME, NUM_CLASSES
+from serving.metrics import ServingMetrics
+from serving.request_log import RequestLogger, read_request_logs
+
+
+def exchange(images: np.ndarray, model: str = MODEL_NAME, version: int = 7):
+    request = predict_pb2.PredictRequest()
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = model
+    response.model_spec.version.value = version
+    probabilities = np.full((len(images), NUM_CLASSES), 0.1, np.float32)
+    response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(probabilities))
+    return request, response
+
+
+def images(n: int, value: int = 0) -> np.ndarray:
+    return np.full((n, 28, 28), value, np.uint8)
+
+
+def log_files(directory: Path) -> list[str]:
+    return sorted(str(p) for p in directory.glob("prediction_log-*.tfrecord"))
+
+
+def test_a_deleted_log_directory_is_recreated_and_nothing_is_lost(tmp_path: Path):
+    directory = tmp_path / "logs"
+    logger = RequestLogger(str(directory))
+    assert all(logger.log_predict(*exchange(images(1, i))) for i in range(3))
+    shutil.rmtree(directory)  # an operator cleans up under a running server
+    assert all(logger.log_predict(*exchange(images(1, i))) for i in range(3, 6))
+    logger.close()
+    reading = read_request_logs(log_files(directory))
+    assert [int(r.images.max()) for r in reading.requests] == [3, 4, 5]
+    assert logger.stats() == {"written": 6, "dropped": {}}
+
+
+def test_failed_writes_are_dropped_counted_and_exported_then_logging_recovers(tmp_path: Path):
+    directory = tmp_path / "logs"
+    directory.write_text("a file where the log directory should be")  # every write fails, as on a bad disk
+    logger = RequestLogger(str(directory))
+    metrics = ServingMetrics()
+    metrics.watch_request_log(logger)
+    assert not any(logger.log_predict(*exchange(images(1))) for _ in range(4))  # no exception reaches the RPC
+    assert sum(logger.stats()["dropped"].values()) == 4
+    directory.unlink()  # the disk is usable again
+    assert logger.log_predict(*exchange(images(1)))
+    logger.close()
+    assert len(read_request_logs(log_files(directory)).requests) == 1
+    families = {f.name: f for f in text_string_to_metric_families(metrics.page().decode())}
+    samples = {s.labels["outcome"]: s.value for s in families["fmnist_request_log_records"].samples}
+    assert samples == {"written": 1.0, "dropped": 4.0}
+    assert "1 written, 4 dropped" in logger.summary()
+
+
+def test_a_truncated_tail_and_other_models_records_are_skipped_not_fatal(tmp_path: Path):
+    directory = tmp_path / "logs"
+    logger = RequestLogger(str(directory))
+    logger.log_predict(*exchange(images(2, 1)))
+    logger.log_predict(*exchange(images(2, 2), model="shoes"))
+    logger.log_predict(*exchange(images(2, 3), version=8))
+    classify = classification_pb2.ClassificationRequest()
+    example = classify.input.example_list.examples.add()
+    example.features.feature["image"].int64_list.value.extend([4] * 784)
+    answer = classification_pb2.ClassificationResponse()
+    answer.model_spec.name, answer.model_spec.version.value = MODEL_NAME, 7
+    answer.result.classifications.add().classes.add(label="T-shirt/top", score=1.0)
+    logger.log_classify(classify, answer)
+    logger.close()
+    (file,) = log_files(directory)
+    with open(file, "ab") as f:  # a writer killed mid-record
+        f.write(b"\x40\x00\x00\x00\x00\x00\x00\x00garb")
+    reading = read_request_logs([file], model_name=MODEL_NAME, version=7)
+    assert [int(r.images.max()) for r in reading.requests] == [1, 4]  # Predict and Classify traffic
+    assert reading.skipped == {
+        "for another model (shoes)": 1,
+        "answered by another version (8)": 1,
+        "truncated or corrupt record (the rest of its file)": 1,
+    }
