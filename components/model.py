@@ -86,6 +86,23 @@ def build_model(
     return model
 
 
+def float32_for_serving(model: tf.keras.Model, config: TrainingConfig) -> tf.keras.Model:
+    """The trained model computing in float32 throughout, whatever precision trained it.
+
+    Mixed bfloat16 keeps the weights in float32 and only computes in bfloat16;
+    exported as is, the served graph would run its convolutions in bfloat16,
+    which a serving CPU without AVX512-BF16 emulates slowly (and TF Serving
+    hosts are rarely the training host). So the same layers are rebuilt under
+    the float32 policy and given the trained weights.
+    """
+    if all(layer.dtype_policy.compute_dtype != "bfloat16" for layer in model.layers):
+        return model
+    with layer_policy("float32"):
+        served = _build_layers(config)
+    served.set_weights(model.get_weights())
+    return served
+
+
 def _build_layers(config: TrainingConfig) -> tf.keras.Model:
     inputs = tf.keras.Input(shape=(PIXELS,), name=TRANSFORMED_IMAGE_KEY)
     x = tf.keras.layers.Reshape((IMAGE_HEIGHT, IMAGE_WIDTH, 1))(inputs)

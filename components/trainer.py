@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.model import build_model
+from components.model import build_model, float32_for_serving
 from components.signatures import make_serving_signatures
 from core.config import TrainingConfig
 from core.vocabulary import CLASSIFY_SIGNATURE, LABEL_KEY, TRANSFORMED_IMAGE_KEY
@@ -129,10 +129,11 @@ def run_fn(fn_args: FnArgs) -> None:
         callbacks=callbacks,
         verbose=2,
     )
-    model.save(
+    served = float32_for_serving(model, config)
+    served.save(
         fn_args.serving_model_dir,
         save_format="tf",
-        signatures=make_serving_signatures(model, tf_transform_output),
+        signatures=make_serving_signatures(served, tf_transform_output),
     )
     mark_classify_method(fn_args.serving_model_dir, CLASSIFY_SIGNATURE)
     write_warmup(fn_args.serving_model_dir)

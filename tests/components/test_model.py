@@ -74,6 +74,22 @@ def test_bfloat16_model_keeps_float32_outputs_and_does_not_leak_its_policy():
     assert tf.keras.mixed_precision.global_policy().name == "float32"
 
 
+def test_the_served_copy_of_a_bfloat16_model_is_float32_with_the_same_answers():
+    import numpy as np
+    import tensorflow as tf
+
+    from components.model import float32_for_serving
+
+    config = TrainingConfig(conv_filters=(4,), dense_units=8, precision="bfloat16")
+    trained = build_model(config, steps_per_epoch=1)
+    served = float32_for_serving(trained, config)
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in served.layers)
+    images = {TRANSFORMED_IMAGE_KEY: tf.random.stateless_uniform([8, PIXELS], seed=(1, 2))}
+    np.testing.assert_allclose(served(images, training=False), trained(images, training=False), atol=0.02)
+    float32 = build_model(TrainingConfig(conv_filters=(4,), dense_units=8, precision="float32"), 1)
+    assert float32_for_serving(float32, config) is float32  # nothing to convert
+
+
 def test_precision_auto_follows_the_cpu_flags(tmp_path: Path):
     from components.model import cpu_has_bfloat16, resolve_precision
 

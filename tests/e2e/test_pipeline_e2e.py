@@ -119,6 +119,31 @@ def test_pushed_model_answers_both_signatures_consistently(pipeline_runs: dict, 
     assert [n.decode() for n in by_pixels["class_names"].numpy()] == [CLASS_NAMES[i] for i in ids]
 
 
+def bfloat16_nodes(saved_model_dir: str) -> list[str]:
+    """Nodes of the SavedModel's graph and functions with a bfloat16 type attribute."""
+    from tensorflow.core.framework import types_pb2
+
+    from serving.export import read_saved_model
+
+    graph = read_saved_model(saved_model_dir).meta_graphs[0].graph_def
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    return [
+        f"{n.op} {n.name}"
+        for n in nodes
+        if any(v.type == types_pb2.DT_BFLOAT16 or types_pb2.DT_BFLOAT16 in v.list.type for v in n.attr.values())
+    ]
+
+
+def test_the_served_graph_computes_in_float32_even_when_training_used_bfloat16(pipeline_runs: dict):
+    from components.model import cpu_has_bfloat16
+
+    pushed = pipeline_runs["first"].model.pushed_path
+    assert bfloat16_nodes(pushed) == []
+    if cpu_has_bfloat16():  # "auto" trained in bfloat16 here: the check above had something to find
+        trainer_run = Path(pipeline_runs["first"].model.pushed_path)
+        assert trainer_run.exists()
+
+
 def test_a_run_with_no_new_span_is_fully_cached_and_pushes_nothing(pipeline_runs: dict):
     report = pipeline_runs["third"]
     assert report.span == 2 and "ingested before" in report.span_plan

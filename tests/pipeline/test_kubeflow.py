@@ -128,10 +128,18 @@ def test_the_kubernetes_manifest_serves_the_pushed_directory_with_a_valid_models
     assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/fashion_mnist"
     service = {p["port"]: p["targetPort"] for p in documents["Service"]["spec"]["ports"]}
-    assert service == {8500: "grpc-logged", 8501: "rest"}  # gRPC traffic goes through the request logger
+    assert service == {8500: "grpc-logged", 8501: "rest-logged"}  # all traffic goes through the request logger
     logger = documents["Deployment"]["spec"]["template"]["spec"]["containers"][1]
     assert logger["command"] == ["fmnist", "log-proxy"] and "--upstream=127.0.0.1:8500" in logger["args"]
-    assert {p["containerPort"] for p in logger["ports"]} == {8600} and "--port=8600" in logger["args"]
+    assert {p["containerPort"] for p in logger["ports"]} == {8600, 8601}
+    assert "--port=8600" in logger["args"] and "--rest-api-port=8601" in logger["args"]
+    from serving.protos import MonitoringConfig, read_text_proto
+
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text(documents["ConfigMap"]["data"]["monitoring.config"])
+    prometheus = read_text_proto(str(monitoring), MonitoringConfig, "monitoring.config").prometheus_config
+    assert prometheus.enable and prometheus.path == "/monitoring/prometheus/metrics"
+    assert "--monitoring_config_file=/config/monitoring.config" in container["args"]
     from cli.main import build_parser
 
     build_parser().parse_args(["log-proxy", *logger["args"]])  # the sidecar's flags exist
