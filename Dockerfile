@@ -35,4 +35,9 @@ COPY serving serving
 COPY schema schema
 RUN pip install --no-deps --no-build-isolation .
 
-# KFP v2 starts TFX's executor entry point in this image; no ENTRYPOINT is needed.
+# Dataflow, Flink and Spark start Beam SDK workers from this image (--sdk_container_image,
+# --environment_config) through Beam's boot program, as for any custom container: it is
+# taken from Beam's own image of the pinned release (apache-beam in the lock). KFP v2 sets
+# its own command (TFX's executor entry point), so this entry point does not affect it.
+COPY --from=apache/beam_python3.11_sdk:2.59.0 /opt/apache/beam /opt/apache/beam
+ENTRYPOINT ["/opt/apache/beam/boot"]

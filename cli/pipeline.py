@@ -8,7 +8,7 @@ import json
 from cli.flags import add_config_flags, at_least, build_config
 from core.config import EvaluationConfig, PipelineConfig, TrainingConfig
 
-STORE_FIELDS = ("workdir", "pipeline_root", "pipeline_name")
+STORE_FIELDS = ("workdir", "pipeline_root", "pipeline_name", "metadata_mysql")
 SERVED_FIELDS = (*STORE_FIELDS, "serving_dir", "model_name")
 
 

@@ -35,7 +35,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve",
         parents=[common],
-        help="serve the pushed models over TF Serving's gRPC API",
+        help="serve the pushed models over TF Serving's gRPC and REST APIs",
         description="A TF Serving-protocol server over the pushed models: by default the pipeline's "
         "<serving-dir>/models.config (versions and labels of the staged rollout, re-read when it "
         "changes), else every model under <serving-dir>. New versions load while the old ones keep "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import typing
 from dataclasses import dataclass, field
@@ -271,6 +272,50 @@ class ServingConfig:
             object.__setattr__(self, name, absolute(getattr(self, name)))
 
 
+MLMD_PASSWORD_ENV = "FMNIST_MLMD_PASSWORD"  # the MySQL password never goes on a command line
+_MYSQL_ADDRESS = re.compile(
+    r"(?:(?P<user>[^@/]+)@)?(?:unix\((?P<socket>[^)]+)\)|(?P<host>[^:/@]+)(?::(?P<port>\d{1,5}))?)"
+    r"/(?P<database>[A-Za-z0-9_$]+)"
+)
+
+
+@dataclass(frozen=True)
+class MysqlAddress:
+    """An ML Metadata store on MySQL or MariaDB: `[USER@]HOST[:PORT]/DATABASE` or `[USER@]unix(SOCKET)/DB`.
+
+    The password is read from `$FMNIST_MLMD_PASSWORD`, never from a flag.
+    """
+
+    database: str
+    user: str = "root"
+    host: str = "127.0.0.1"
+    port: int = 3306
+    socket: str = ""
+
+    @classmethod
+    def parse(cls, text: str, flag: str = "--metadata-mysql") -> MysqlAddress:
+        match = _MYSQL_ADDRESS.fullmatch(text)
+        if match is None or not 0 < int(match["port"] or 3306) < 65536:
+            raise ConfigError(
+                f"{flag} {text}: expected [USER@]HOST[:PORT]/DATABASE or [USER@]unix(SOCKET)/DATABASE"
+            )
+        return cls(
+            database=match["database"],
+            user=match["user"] or "root",
+            host=match["host"] or "localhost",
+            port=int(match["port"] or 3306),
+            socket=match["socket"] or "",
+        )
+
+    @property
+    def password(self) -> str:
+        return os.environ.get(MLMD_PASSWORD_ENV, "")
+
+    def __str__(self) -> str:
+        where = f"unix({self.socket})" if self.socket else f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database}"
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Where things live and how the pipeline runs; derived paths default under `workdir`."""
@@ -300,6 +345,12 @@ class PipelineConfig:
         choices=BEAM_RUNNERS,
     )
     beam_args: str = setting("", 'extra Beam arguments, shell-quoted: "--project=p --region=europe-west4"')
+    metadata_mysql: str = setting(
+        "",
+        "ML Metadata on a MySQL/MariaDB server a team shares, [USER@]HOST[:PORT]/DATABASE or "
+        f"[USER@]unix(SOCKET)/DATABASE; password from ${MLMD_PASSWORD_ENV}",
+        default_text="SQLite in <pipeline-root>/metadata.sqlite",
+    )
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     spans: SpansConfig = field(default_factory=SpansConfig)
@@ -312,6 +363,8 @@ class PipelineConfig:
             shlex.split(self.beam_args)
         except ValueError as err:
             raise ConfigError(f"--beam-args: not valid shell quoting: {err}") from None
+        if self.metadata_mysql:
+            MysqlAddress.parse(self.metadata_mysql)  # refused now, before any work
         workdir = absolute(self.workdir)
         derived = {
             "workdir": workdir,
@@ -325,8 +378,18 @@ class PipelineConfig:
 
     @property
     def metadata_path(self) -> str:
-        """The MLMD SQLite store, kept with the artifacts it describes."""
+        """The MLMD SQLite store, kept with the artifacts it describes (unless `metadata_mysql` is set)."""
         return os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    @property
+    def mysql(self) -> MysqlAddress | None:
+        """The MySQL store to use instead of SQLite, if any."""
+        return MysqlAddress.parse(self.metadata_mysql) if self.metadata_mysql else None
+
+    @property
+    def metadata_location(self) -> str:
+        """Where the ML Metadata store is, for messages."""
+        return f"mysql {self.mysql}" if self.mysql else self.metadata_path
 
     @property
     def model_serving_dir(self) -> str:
@@ -334,14 +397,18 @@ class PipelineConfig:
         return os.path.join(self.serving_dir, self.model_name)
 
     def beam_pipeline_args(self, workers: int | None = None) -> list[str]:
-        """Beam arguments: DirectRunner in `beam_direct_mode` (`workers` processes, default one per core
-        unless configured), or `--runner=<beam_runner>` followed by `beam_args`."""
+        """Beam arguments: DirectRunner in `beam_direct_mode`, or `--runner=<beam_runner>` and `beam_args`.
+
+        DirectRunner gets `workers` processes, else `beam_workers`, else 0,
+        which Beam reads as one per core of the machine that runs it: a spec
+        compiled here does not carry this machine's core count.
+        """
         extra = shlex.split(self.beam_args)
         if self.beam_runner != "DirectRunner":
             return [f"--runner={self.beam_runner}", *extra]
         if self.beam_direct_mode == "in_memory":
             return ["--direct_running_mode=in_memory", *extra]
-        count = workers or self.beam_workers or os.cpu_count() or 1
+        count = workers or self.beam_workers
         return ["--direct_running_mode=multi_processing", f"--direct_num_workers={count}", *extra]
 
     def to_dict(self) -> dict:

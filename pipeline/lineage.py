@@ -129,7 +129,7 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
     pushed = metadata.pushed_models()
     if version not in pushed:
         raise LineageError(
-            f"version {version} was not pushed by the pipeline whose store is {config.metadata_path} "
+            f"version {version} was not pushed by the pipeline whose store is {config.metadata_location} "
             f"(pushed versions there: {sorted(pushed)})"
         )
     pusher = _required(metadata.producer(pushed[version]), "Pusher execution", version)

@@ -79,7 +79,7 @@ def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
     """
     check_inputs(config)
     show_component_progress(verbose)
-    with exclusive_run(config.pipeline_root):
+    with exclusive_run(config):
         canceled = cancel_abandoned_executions(config)
         if canceled:
             log.warning("a previous run was killed during %s; those steps run again", ", ".join(canceled))

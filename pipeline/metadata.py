@@ -14,7 +14,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from core.config import PipelineConfig
-from core.errors import InputError
+from core.errors import InputError, PipelineError
 from core.versions import parse_version
 from pipeline.nodes import EVALUATOR, SPAN_EXAMPLE_GEN
 
@@ -28,28 +28,48 @@ PIPELINE_CONTEXT, RUN_CONTEXT, NODE_CONTEXT = "pipeline", "pipeline_run", "node"
 
 
 def connection_config(config: PipelineConfig) -> metadata_store_pb2.ConnectionConfig:
-    """The ML Metadata connection of `config`'s pipeline: SQLite beside the artifacts."""
+    """The ML Metadata connection of `config`'s pipeline: SQLite beside the artifacts, or MySQL.
+
+    The MySQL fields are those of TFX's `mysql_metadata_connection_config`
+    (plus a Unix socket); ML Metadata creates its tables in the database on
+    first use.
+    """
     connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = config.metadata_path
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    mysql = config.mysql
+    if mysql is None:
+        connection.sqlite.filename_uri = config.metadata_path
+        connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return connection
+    connection.mysql.database = mysql.database
+    connection.mysql.user = mysql.user
+    connection.mysql.password = mysql.password
+    if mysql.socket:
+        connection.mysql.socket = mysql.socket
+    else:
+        connection.mysql.host, connection.mysql.port = mysql.host, mysql.port
     return connection
 
 
 def store_exists(config: PipelineConfig) -> bool:
-    return os.path.exists(config.metadata_path)
+    """Whether a run could have recorded anything yet (a MySQL store is always there to ask)."""
+    return config.mysql is not None or os.path.exists(config.metadata_path)
 
 
 def open_store(config: PipelineConfig, read_only: bool = True) -> mlmd.MetadataStore:
-    """The pipeline's MLMD store; `InputError` naming it when no run has created it yet."""
+    """The pipeline's MLMD store; `InputError` naming it when it does not exist or cannot be reached."""
     if not store_exists(config):
         raise InputError(f"{config.metadata_path}: no ML Metadata store; run the pipeline first")
     connection = connection_config(config)
-    connection.sqlite.connection_mode = (
-        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-        if read_only
-        else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
-    )
-    return mlmd.MetadataStore(connection)
+    if config.mysql is None:
+        connection.sqlite.connection_mode = (
+            metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+            if read_only
+            else metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+        )
+    try:
+        return mlmd.MetadataStore(connection)
+    except (mlmd.errors.StatusError, RuntimeError) as err:  # MySQL down or refusing: not the user's input
+        raise PipelineError(f"ML Metadata at {config.metadata_location}: cannot be opened: {err}") from None
 
 
 def value(proto_value: metadata_store_pb2.Value) -> Any:

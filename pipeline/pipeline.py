@@ -38,6 +38,7 @@ from core.spans import GOLD_SPLIT_DIR, gold_file_pattern, span_file_pattern
 from core.vocabulary import LABEL_KEY, SERVING_SIGNATURE
 from pipeline import nodes
 from pipeline.fingerprint import code_fingerprint
+from pipeline.metadata import connection_config
 from pipeline.resolvers import BASELINE, WARM_START, ServedModelStrategy, SpanWindowStrategy
 from pipeline.span_plan import SpanPlan
 
@@ -366,10 +367,6 @@ def create_pipeline(
         pipeline_root=config.pipeline_root,
         components=components,
         enable_cache=config.enable_cache,
-        metadata_connection_config=(
-            tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-            if local
-            else None
-        ),
+        metadata_connection_config=connection_config(config) if local else None,
         beam_pipeline_args=config.beam_pipeline_args(),
     )

@@ -1,10 +1,14 @@
-"""One run at a time per pipeline root, and no trace of a killed run left RUNNING.
+"""One run at a time per pipeline, and no trace of a killed run left RUNNING.
 
-Two LocalDagRunner processes on one pipeline root would write the same MLMD
+Two LocalDagRunner processes on one pipeline would write the same MLMD
 store and could both decide to train and push; the second run is refused with
-a message naming the process that holds the root. The lock is an advisory
+a message naming the process that holds the pipeline. The lock is an advisory
 `flock` on `<pipeline_root>/.run.lock`: the kernel drops it when its process
 ends, however it ends (SIGKILL included), so a killed run never blocks the next.
+With ML Metadata on a MySQL server that several machines share, the lock is
+also taken in the store itself: MySQL's named lock `GET_LOCK('fmnist:<pipeline
+name>')`, held on a connection for the length of the run and dropped by the
+server when that connection ends (the process killed included).
 
 A run killed mid-component leaves its execution in MLMD in state RUNNING
 forever (TFX marks executions only when they finish). Once the lock is held, no
@@ -35,7 +39,46 @@ class PipelineBusyError(PipelineError):
 
 
 @contextlib.contextmanager
-def exclusive_run(pipeline_root: str) -> Iterator[None]:
+def exclusive_run(config: PipelineConfig) -> Iterator[None]:
+    """Hold the pipeline root's lock, and the shared store's when MLMD is on MySQL; refuse if held."""
+    with root_lock(config.pipeline_root), store_lock(config):
+        yield
+
+
+@contextlib.contextmanager
+def store_lock(config: PipelineConfig) -> Iterator[None]:
+    """MySQL's named lock for this pipeline, on its own connection, for the duration (nothing for SQLite)."""
+    mysql = config.mysql
+    if mysql is None:
+        yield
+        return
+    import pymysql
+
+    where = {"unix_socket": mysql.socket} if mysql.socket else {"host": mysql.host, "port": mysql.port}
+    try:
+        connection = pymysql.connect(
+            user=mysql.user, password=mysql.password, database=mysql.database, **where
+        )
+    except pymysql.MySQLError as err:
+        raise PipelineError(f"ML Metadata at {config.metadata_location}: cannot be reached: {err}") from None
+    name = f"fmnist:{config.pipeline_name}"[:64]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
+            got, holder = cursor.fetchone()
+        if got != 1:
+            raise PipelineBusyError(
+                f"ML Metadata at {config.metadata_location}: another run of pipeline "
+                f"'{config.pipeline_name}' holds its lock '{name}' (MySQL connection {holder}); "
+                "wait for it to finish"
+            )
+        yield
+    finally:
+        connection.close()  # the server releases the named lock with the connection
+
+
+@contextlib.contextmanager
+def root_lock(pipeline_root: str) -> Iterator[None]:
     """Hold `<pipeline_root>/.run.lock` for the duration; refuse at once if another run holds it."""
     os.makedirs(pipeline_root, exist_ok=True)
     path = os.path.join(pipeline_root, LOCK_FILE)

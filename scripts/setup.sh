@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the project needs, idempotently: a second run installs nothing.
-#   1. the Fashion-MNIST IDX files from Debian's dataset-fashion-mnist (when apt is available);
+#   1. from Debian (when apt is available): the Fashion-MNIST IDX files (dataset-fashion-mnist)
+#      and MariaDB's server binaries without its system service (mariadb-server-core and
+#      mariadb-client-core), which the ML-Metadata-on-MySQL test starts on a temporary directory;
 #   2. a Python 3.11 venv in .venv with every package pinned in requirements/lock.txt;
 #   3. this project, installed editable (the `fmnist` command).
 set -euo pipefail
@@ -10,14 +12,19 @@ DATASET_DIR=/usr/share/datasets/fashion-mnist
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 
-if [ ! -e "$DATASET_DIR/train-images-idx3-ubyte.gz" ]; then
+missing=()
+[ -e "$DATASET_DIR/train-images-idx3-ubyte.gz" ] || missing+=(dataset-fashion-mnist)
+[ -x /usr/sbin/mariadbd ] && command -v my_print_defaults >/dev/null ||
+  missing+=(mariadb-server-core mariadb-client-core)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    echo "setup: installing dataset-fashion-mnist with apt"
+    echo "setup: installing ${missing[*]} with apt"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: no apt; 'fmnist data prepare' will download the official files and verify them"
+    echo "setup: no apt; 'fmnist data prepare' will download the official files and verify them;" \
+      "the MySQL metadata test needs MariaDB's server binaries"
   fi
 fi
 

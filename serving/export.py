@@ -4,7 +4,9 @@ TF2's `tf.saved_model.save` marks every signature with the Predict method.
 TF Serving's `Classify` RPC accepts only a signature whose `method_name` is
 `tensorflow/serving/classify` (with input `inputs`, serialized `tf.Example`s,
 and outputs `classes` and/or `scores`), so the exporter re-marks that signature
-in `saved_model.pb`. Loading ignores `method_name`, so nothing else changes.
+in `saved_model.pb`. Loading ignores `method_name`, so nothing else changes
+but the SavedModel's `fingerprint.pb`, whose checksum of `saved_model.pb`
+TensorFlow's own fingerprinting then writes again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import uuid
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.saved_model import fingerprinting_utils
 
 from core.vocabulary import (
     CLASSES_OUTPUT,
@@ -50,3 +53,4 @@ def mark_classify_method(export_dir: str, signature_name: str) -> None:
     with tf.io.gfile.GFile(staging, "wb") as f:
         f.write(saved_model.SerializeToString())
     tf.io.gfile.rename(staging, path, overwrite=True)
+    fingerprinting_utils.write_fingerprint(export_dir)  # its saved_model_checksum covers the new file

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import urllib.parse
@@ -174,6 +175,9 @@ class RestServer:
     """TF Serving's REST API for a runtime, on its own event-loop thread; `port` is the bound port."""
 
     def __init__(self, runtime, config: ServingConfig, port: int | None = None):
+        # Tornado logs every 4xx answer as a warning; a client sending bad requests must not flood
+        # the server's log (TF Serving logs none). Server errors (5xx) are still logged.
+        logging.getLogger("tornado.access").setLevel(logging.ERROR)
         port = config.rest_api_port if port is None else port
         try:
             sockets = tornado.netutil.bind_sockets(port, config.host, reuse_port=False)

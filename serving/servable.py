@@ -85,7 +85,7 @@ class Limits:
     max_bytes: int = 64 * 2**20
 
 
-_NOISE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]( name:)?")
+_NOISE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]( name:)?|<stack traces unavailable>\s*")
 
 
 def concise(message: str) -> str:

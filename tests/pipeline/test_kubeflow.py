@@ -76,6 +76,9 @@ def test_the_dockerfile_installs_the_lock_and_the_project_on_the_verified_python
     for directory in [*packages, "schema"]:
         assert f"COPY {directory} {directory}" in dockerfile, directory
     assert re.search(r"^WORKDIR /pipeline$", dockerfile, re.M)  # IMAGE_SCHEMA_PATH lives under it
+    beam = _lock()["apache-beam"]  # Beam's boot program, of the SDK release the lock pins, starts workers
+    assert f"COPY --from=apache/beam_python3.11_sdk:{beam} /opt/apache/beam /opt/apache/beam" in dockerfile
+    assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]$', dockerfile, re.M)
 
 
 def test_the_lock_pins_tfx_with_its_kfp_extra():
@@ -90,6 +93,8 @@ def test_the_lock_pins_tfx_with_its_kfp_extra():
 def test_beam_arguments_for_local_and_cloud_runners():
     local = PipelineConfig(beam_workers=3).beam_pipeline_args()
     assert local == ["--direct_running_mode=multi_processing", "--direct_num_workers=3"]
+    unset = PipelineConfig().beam_pipeline_args()  # 0: Beam takes the cores of the machine that runs it
+    assert unset == ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
     cloud = PipelineConfig(beam_runner="FlinkRunner", beam_args="--flink_master=host:8081 --parallelism=4")
     assert cloud.beam_pipeline_args() == [
         "--runner=FlinkRunner",
@@ -128,7 +133,10 @@ def test_the_kubernetes_manifest_serves_the_pushed_directory_with_a_valid_models
     assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/fashion_mnist"
     service = {p["port"]: p["targetPort"] for p in documents["Service"]["spec"]["ports"]}
-    assert service == {8500: "grpc-logged", 8501: "rest-logged"}  # all traffic goes through the request logger
+    assert service == {
+        8500: "grpc-logged",
+        8501: "rest-logged",
+    }  # all traffic goes through the request logger
     logger = documents["Deployment"]["spec"]["template"]["spec"]["containers"][1]
     assert logger["command"] == ["fmnist", "log-proxy"] and "--upstream=127.0.0.1:8500" in logger["args"]
     assert {p["containerPort"] for p in logger["ports"]} == {8600, 8601}
@@ -143,3 +151,25 @@ def test_the_kubernetes_manifest_serves_the_pushed_directory_with_a_valid_models
     from cli.main import build_parser
 
     build_parser().parse_args(["log-proxy", *logger["args"]])  # the sidecar's flags exist
+
+
+def test_tfx_cli_compiles_the_runner_file_for_vertex(tmp_path: Path):
+    """`tfx pipeline compile --engine vertex` runs pipeline/kubeflow_runner.py as TFX's CLI runs DSL files."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",  # the CLI looks for `kfp` with the `pip` on PATH
+        "FMNIST_WORKDIR": "gs://demo-bucket/fmnist",
+        "FMNIST_IMAGE": IMAGE,
+    }
+    command = [f"{bin_dir}/tfx", "pipeline", "compile", "--engine", "vertex",
+               "--pipeline_path", str(ROOT / "pipeline" / "kubeflow_runner.py")]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spec = json.loads((tmp_path / "fashion-mnist-pipeline.json").read_text())
+    assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://demo-bucket/fmnist/pipeline"
+    assert "--direct_num_workers=0" in json.dumps(spec)  # no core count of the compiling machine

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run_guard import LOCK_FILE, PipelineBusyError, exclusive_run
+from pipeline.run_guard import LOCK_FILE, PipelineBusyError, root_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def start_and_end_a_run(root: Path) -> None:
-    with exclusive_run(str(root)):
+    with root_lock(str(root)):
         pass
 
 
 def test_a_second_run_on_the_same_root_is_refused_naming_the_holder(tmp_path: Path):
-    with exclusive_run(str(tmp_path)):
+    with root_lock(str(tmp_path)):
         holder = rf"{LOCK_FILE}: another run of this pipeline is in progress \(pid {os.getpid()}, started"
         with pytest.raises(PipelineBusyError, match=holder):
             start_and_end_a_run(tmp_path)
@@ -28,8 +28,8 @@ def test_a_second_run_on_the_same_root_is_refused_naming_the_holder(tmp_path: Pa
 
 def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path: Path):
     script = (
-        "import sys, time\nfrom pipeline.run_guard import exclusive_run\n"
-        "with exclusive_run(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+        "import sys, time\nfrom pipeline.run_guard import root_lock\n"
+        "with root_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO

@@ -44,6 +44,17 @@ def test_parameters_are_read_in_tf_servings_text_format_with_its_defaults(tmp_pa
     assert options.max_enqueued_batches == 10  # TF Serving's default where the file says nothing
 
 
+def test_the_config_files_shipped_for_tf_serving_parse():
+    from core.config import REPO_ROOT
+    from serving.rest_server import prometheus_path
+
+    shipped = Path(REPO_ROOT) / "serving"
+    options = BatchingOptions.from_file(str(shipped / "batching.config"))
+    assert (options.max_batch_size, options.batch_timeout_micros, options.num_batch_threads) == (32, 0, 2)
+    config = ServingConfig(monitoring_config_file=str(shipped / "monitoring.config"))
+    assert prometheus_path(config) == "/monitoring/prometheus/metrics"
+
+
 @pytest.mark.parametrize(
     "text, named",
     [("max_batch_size: 64", "BatchingParameters"), ("max_batch_size { value: 0 }", "max_batch_size")],
