@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_config_flags, at_least, build_config, positive_float
+from core import storage
 from core.config import PipelineConfig, ServingConfig
 from core.paths import writable_directory
 from core.vocabulary import MODEL_NAME
@@ -110,8 +111,6 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import os
-
     from serving.rollout import models_config_path
     from serving.server import serve
 
@@ -121,7 +120,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if not config.model_base_path and not config.model_config_file:
         serving_dir = build_config(args, PipelineConfig).serving_dir
         rollout_config = models_config_path(serving_dir)
-        if os.path.exists(rollout_config):  # the pipeline's staged rollout: labels stable and canary
+        if storage.exists(rollout_config):  # the pipeline's staged rollout: labels stable and canary
             config = build_config(args, ServingConfig, model_config_file=rollout_config)
         else:
             config = build_config(args, ServingConfig, model_base_path=serving_dir)

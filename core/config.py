@@ -365,6 +365,7 @@ class PipelineConfig:
             raise ConfigError(f"--beam-args: not valid shell quoting: {err}") from None
         if self.metadata_mysql:
             MysqlAddress.parse(self.metadata_mysql)  # refused now, before any work
+
         workdir = absolute(self.workdir)
         derived = {
             "workdir": workdir,

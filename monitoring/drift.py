@@ -26,10 +26,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
+from core import storage
 from core.config import DriftConfig
 from core.errors import InputError
 from core.image_features import binned, binned_features, mean_image
@@ -269,26 +270,25 @@ def with_answers(reference: Reference, probabilities: np.ndarray, config: DriftC
 def cached_reference(cache_dir: str, key_parts: list[str], build: Callable[[], Reference]) -> Reference:
     """The reference from `cache_dir` if built before with the same inputs, else built and saved."""
     key = hashlib.sha256("\0".join([CACHE_FORMAT, *key_parts]).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / key
-    stats_file, mean_file, about_file = (
-        directory / "statistics.pb",
-        directory / "mean_image.npy",
-        directory / "about.txt",
-    )
-    if stats_file.is_file() and mean_file.is_file() and about_file.is_file():
-        statistics = statistics_pb2.DatasetFeatureStatisticsList.FromString(stats_file.read_bytes())
-        description, images = about_file.read_text().rsplit("\n", 1)
-        return Reference(statistics, np.load(mean_file), description, int(images))
+    directory = os.path.join(cache_dir, key)
+    names = ("statistics.pb", "mean_image.npy", "about.txt")
+    if all(storage.exists(os.path.join(directory, name)) for name in names):
+        statistics = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+            storage.read_bytes(os.path.join(directory, "statistics.pb"))
+        )
+        mean_image = np.load(io.BytesIO(storage.read_bytes(os.path.join(directory, "mean_image.npy"))))
+        description, images = storage.read_text(os.path.join(directory, "about.txt")).rsplit("\n", 1)
+        return Reference(statistics, mean_image, description, int(images))
     reference = build()
-    staging = directory.with_name(f".tmp-{key}-{os.getpid()}")
-    staging.mkdir(parents=True, exist_ok=True)
-    (staging / "statistics.pb").write_bytes(reference.statistics.SerializeToString())
-    np.save(staging / "mean_image.npy", reference.mean_image)
-    (staging / "about.txt").write_text(f"{reference.description}\n{reference.images}")
-    if directory.exists():  # another process built it meanwhile
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+    staging = os.path.join(cache_dir, f".tmp-{key}-{os.getpid()}")
+    storage.make_dirs(staging)
+    storage.write_bytes(os.path.join(staging, "statistics.pb"), reference.statistics.SerializeToString())
+    mean_image = io.BytesIO()
+    np.save(mean_image, reference.mean_image)
+    storage.write_bytes(os.path.join(staging, "mean_image.npy"), mean_image.getvalue())
+    storage.write_text(os.path.join(staging, "about.txt"), f"{reference.description}\n{reference.images}")
+    if storage.exists(directory):  # another process built it meanwhile
+        storage.remove_tree(staging)
     else:
-        staging.rename(directory)
+        storage.rename_dir(staging, directory)
     return reference

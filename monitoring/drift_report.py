@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from core import storage
 from core.vocabulary import CLASS_NAMES
 from monitoring.drift import PREDICTED_CLASS, DriftResult, Reference
 
@@ -108,21 +109,18 @@ def write_report(
     """Write the HTML report, the JSON summary and TFDV's comparison view; return their paths."""
     import tensorflow_data_validation as tfdv
 
-    os.makedirs(output_dir, exist_ok=True)
+    storage.make_dirs(output_dir)
     data = summary(result, reference, source, served_version)
     paths = {name: os.path.join(output_dir, name) for name in (REPORT_FILE, SUMMARY_FILE, FACETS_FILE)}
-    with open(paths[SUMMARY_FILE], "w") as f:
-        json.dump(data, f, indent=2)
+    storage.write_text(paths[SUMMARY_FILE], json.dumps(data, indent=2))
     facets = tfdv.utils.display_util.get_statistics_html(
         lhs_statistics=result.batch_statistics,
         rhs_statistics=reference.statistics,
         lhs_name="batch",
         rhs_name="reference",
     )
-    with open(paths[FACETS_FILE], "w") as f:
-        f.write(facets)
-    with open(paths[REPORT_FILE], "w") as f:
-        f.write(_html(result, reference, data))
+    storage.write_text(paths[FACETS_FILE], facets)
+    storage.write_text(paths[REPORT_FILE], _html(result, reference, data))
     return paths
 
 

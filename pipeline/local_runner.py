@@ -14,8 +14,8 @@ import tensorflow as tf
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 
-from core.config import PipelineConfig
-from core.errors import InputError, PipelineError
+from core.config import PipelineConfig, is_uri
+from core.errors import ConfigError, InputError, PipelineError
 from core.spans import GOLD_SPLIT_DIR, gold_file_pattern
 from pipeline.pipeline import create_pipeline
 from pipeline.report import RunReport, collect_run_report, peak_rss_mb
@@ -56,7 +56,16 @@ def show_component_progress(verbose: bool = False) -> None:
 
 
 def check_inputs(config: PipelineConfig) -> None:
-    """Fail early, naming the path, when the gold test set or the schema is missing (spans: `plan_spans`)."""
+    """Fail early, naming the path, when the gold test set or the schema is missing (spans: `plan_spans`).
+
+    A local run keeps ML Metadata in SQLite under the pipeline root unless it
+    is on MySQL; SQLite cannot open a file in an object store.
+    """
+    if is_uri(config.pipeline_root) and config.mysql is None:
+        raise ConfigError(
+            f"--pipeline-root {config.pipeline_root}: ML Metadata's SQLite file cannot live in an object "
+            "store; give --metadata-mysql (or a local --pipeline-root)"
+        )
     gold = f"{config.data_dir}/{GOLD_SPLIT_DIR}"
     if not tf.io.gfile.glob(f"{config.data_dir}/{gold_file_pattern()}"):
         raise InputError(f"{gold}: no TFRecords; run `fmnist data prepare --workdir {config.workdir}` first")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -9,6 +11,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from core import storage
 from core.vocabulary import CLASS_NAMES
 
 
@@ -28,6 +31,8 @@ def save_confusion_matrix(matrix: np.ndarray, path: str, title: str) -> str:
             ax.text(col, row, f"{int(count)}", ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    storage.write_bytes(path, png.getvalue())  # beside the report, on disk or in a bucket
     return path

@@ -22,6 +22,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
 from components.drift_gate import describe_drift, split_pair_anomalies
+from core import storage
 from core.config import PipelineConfig
 from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
 from pipeline import nodes
@@ -311,7 +312,7 @@ def save_report(report: RunReport, config: PipelineConfig) -> tuple[RunReport, s
     the report passed in is not changed.
     """
     path = report_path(config, report.run_id)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    storage.make_dirs(os.path.dirname(path))
     if report.model.confusion_matrix:
         picture = save_confusion_matrix(
             np.array(report.model.confusion_matrix),
@@ -319,8 +320,7 @@ def save_report(report: RunReport, config: PipelineConfig) -> tuple[RunReport, s
             f"Test set, accuracy {report.model.accuracy or 0:.4f} (run {report.run_id})",
         )
         report = dataclasses.replace(report, confusion_matrix_png=picture)
-    with open(path, "w") as f:
-        json.dump(report.to_json(), f, indent=2)
+    storage.write_text(path, json.dumps(report.to_json(), indent=2))
     return report, path
 
 
@@ -328,7 +328,6 @@ def latest_report(config: PipelineConfig) -> RunReport:
     """The newest run's report as `fmnist run` saved it; collected from MLMD if it was never saved."""
     if store_exists(config):
         run = Metadata(open_store(config), config.pipeline_name).latest_run()
-        if run is not None and os.path.exists(report_path(config, run.name)):
-            with open(report_path(config, run.name)) as f:
-                return RunReport.from_json(json.load(f))
+        if run is not None and storage.exists(report_path(config, run.name)):
+            return RunReport.from_json(json.loads(storage.read_text(report_path(config, run.name))))
     return collect_run_report(config)

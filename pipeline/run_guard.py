@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from ml_metadata.proto import metadata_store_pb2
 
-from core.config import PipelineConfig
+from core.config import PipelineConfig, is_uri
 from core.errors import PipelineError
 from pipeline.metadata import UNFINISHED, Metadata, open_store, store_exists
 
@@ -79,7 +79,14 @@ def store_lock(config: PipelineConfig) -> Iterator[None]:
 
 @contextlib.contextmanager
 def root_lock(pipeline_root: str) -> Iterator[None]:
-    """Hold `<pipeline_root>/.run.lock` for the duration; refuse at once if another run holds it."""
+    """Hold `<pipeline_root>/.run.lock` for the duration; refuse at once if another run holds it.
+
+    An object-store root has no file locks; such a pipeline keeps ML Metadata
+    on MySQL (the configuration insists), whose named lock `store_lock` holds.
+    """
+    if is_uri(pipeline_root):
+        yield
+        return
     os.makedirs(pipeline_root, exist_ok=True)
     path = os.path.join(pipeline_root, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

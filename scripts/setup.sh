@@ -46,3 +46,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 else
   echo "setup: $VENV is up to date with requirements/lock.txt"
 fi
+
+# The services the test suite starts (a GCS emulator behind a TLS proxy), in their own venv.
+SERVICES_VENV=${SERVICES_VENV:-.venv-services}
+[ -x "$SERVICES_VENV/bin/python" ] || "$PYTHON" -m venv "$SERVICES_VENV"
+stamp="$SERVICES_VENV/.installed-lock"
+want=$(sha256sum requirements/services-lock.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the test services into $SERVICES_VENV (mitmproxy, fake-gcs-server)"
+  "$SERVICES_VENV/bin/pip" install -q --disable-pip-version-check -r requirements/services-lock.txt
+  echo "$want" > "$stamp"
+fi

@@ -11,12 +11,14 @@ real TF Serving (`--model_config_file`). Per model: `name`, `base_path`,
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
+import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from core import storage
+from core.config import absolute
 from core.errors import InputError
 
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -67,7 +69,7 @@ def _source(config: model_server_config_pb2.ModelConfig, where: str) -> ModelSou
         raise ModelConfigError(f"{where}: latest num_versions must be >= 1")
     return ModelSource(
         name=config.name,
-        base_path=os.path.abspath(config.base_path),
+        base_path=absolute(config.base_path),  # URIs (gs://) as they are
         policy=policy,
         num_versions=num_versions,
         specific=specific,
@@ -78,9 +80,8 @@ def _source(config: model_server_config_pb2.ModelConfig, where: str) -> ModelSou
 def read_model_config(path: str) -> list[ModelSource]:
     """Parse a TF Serving `models.config`; errors name the file and the model at fault."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
+        text = storage.read_text(path)  # a local file or an object (gs://)
+    except (OSError, tf.errors.OpError) as err:
         raise ModelConfigError(f"{path}: cannot read the model config: {err}") from err
     config = model_server_config_pb2.ModelServerConfig()
     try:

@@ -1,0 +1,52 @@
+"""Whole files on any TensorFlow filesystem: local paths and object-store URIs (`gs://`) alike.
+
+Reports, the drift reference cache and report directories may live beside
+the pipeline's artifacts, which on a cloud setup are in a bucket; these
+helpers go through `tf.io.gfile`, which serves both. TensorFlow is imported
+when first used, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path)
+
+
+def make_dirs(path: str) -> None:
+    """Create a directory and its parents (nothing to do on object stores, which have no directories)."""
+    _gfile().makedirs(path)
+
+
+def read_bytes(path: str) -> bytes:
+    with _gfile().GFile(path, "rb") as f:
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with _gfile().GFile(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def rename_dir(source: str, target: str) -> None:
+    """Move a directory (on object stores: each object, as TensorFlow's filesystem does it)."""
+    _gfile().rename(source, target)
+
+
+def remove_tree(path: str) -> None:
+    if _gfile().exists(path):
+        _gfile().rmtree(path)
