@@ -8,6 +8,8 @@ when first used, so importing this module stays cheap.
 
 from __future__ import annotations
 
+from core.config import is_uri
+
 
 def _gfile():
     import tensorflow as tf
@@ -25,6 +27,12 @@ def make_dirs(path: str) -> None:
 
 
 def read_bytes(path: str) -> bytes:
+    """The whole file. Local files are read through one descriptor, so a file renamed over while it is
+    read gives its old content; TensorFlow's GFile sizes its read from the path, and may return the
+    new file's length of the old one."""
+    if not is_uri(path):
+        with open(path, "rb") as f:
+            return f.read()
     with _gfile().GFile(path, "rb") as f:
         return f.read()
 
