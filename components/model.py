@@ -80,10 +80,98 @@ def build_model(
     )
     model.compile(
         optimizer=tf.keras.optimizers.Adam(schedule),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        loss=smoothed_loss(config.label_smoothing),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.xla,
     )
     return model
+
+
+def smoothed_loss(label_smoothing: float):
+    """Cross-entropy on class ids; with smoothing, each target keeps 1 - s and spreads s over all classes."""
+    if not label_smoothing:
+        return tf.keras.losses.SparseCategoricalCrossentropy()
+
+    def loss(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        targets = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), NUM_CLASSES)
+        return tf.keras.losses.categorical_crossentropy(
+            targets, probabilities, label_smoothing=label_smoothing
+        )
+
+    return loss
+
+
+class RandomErasing(tf.keras.layers.Layer):
+    """Training-only augmentation: with probability `rate`, blank a random rectangle of each image.
+
+    Random erasing (Zhong et al., 2017): the rectangle covers 2-25 % of the
+    image with an aspect ratio between 0.3 and 3.3 and is set to the
+    background (0). Clothing must then be recognised from what is left, which
+    regularises the network; at inference the layer passes images through.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+
+    def call(self, images: tf.Tensor, training=None) -> tf.Tensor:
+        if not training or not self.rate:
+            return images
+        batch = tf.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+
+        def uniform(low: float, high: float) -> tf.Tensor:
+            return tf.random.uniform([batch, 1, 1, 1], low, high, seed=self.seed)
+
+        area, aspect = uniform(0.02, 0.25), tf.exp(uniform(tf.math.log(0.3), tf.math.log(3.3)))
+        box_h = tf.clip_by_value(tf.sqrt(area * aspect) * height, 1.0, float(height))
+        box_w = tf.clip_by_value(tf.sqrt(area / aspect) * width, 1.0, float(width))
+        top = uniform(0.0, 1.0) * (height - box_h)
+        left = uniform(0.0, 1.0) * (width - box_w)
+        rows = tf.reshape(tf.range(height, dtype=tf.float32), [1, height, 1, 1])
+        cols = tf.reshape(tf.range(width, dtype=tf.float32), [1, 1, width, 1])
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        erase = inside & (uniform(0.0, 1.0) < self.rate)
+        return tf.where(erase, tf.zeros_like(images), images)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+class FlipAveraging(tf.keras.layers.Layer):
+    """Test-time augmentation inside the model: outside training, average over each image and its mirror.
+
+    Clothing is left-right symmetric enough that training flips images at
+    random; a prediction that sees both orientations is steadier than one
+    that sees a single view. Living in the model, it reaches every client of
+    the SavedModel; in training `backbone` sees single images, so training
+    costs nothing more.
+    """
+
+    def __init__(self, backbone: tf.keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, images: tf.Tensor, training=None) -> tf.Tensor:
+        if training:
+            return self.backbone(images, training=True)
+        both = tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
+        direct, mirrored = tf.split(self.backbone(both, training=False), 2, axis=0)
+        return (direct + mirrored) / 2.0
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "backbone": tf.keras.layers.serialize(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FlipAveraging":
+        config["backbone"] = tf.keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+
+def layers_of(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every layer of `model`, those of nested models (the backbone) included."""
+    return [module for module in model.submodules if isinstance(module, tf.keras.layers.Layer)]
 
 
 def float32_for_serving(model: tf.keras.Model, config: TrainingConfig) -> tf.keras.Model:
@@ -95,7 +183,7 @@ def float32_for_serving(model: tf.keras.Model, config: TrainingConfig) -> tf.ker
     hosts are rarely the training host). So the same layers are rebuilt under
     the float32 policy and given the trained weights.
     """
-    if all(layer.dtype_policy.compute_dtype != "bfloat16" for layer in model.layers):
+    if all(layer.dtype_policy.compute_dtype != "bfloat16" for layer in layers_of(model)):
         return model
     with layer_policy("float32"):
         served = _build_layers(config)
@@ -112,6 +200,20 @@ def _build_layers(config: TrainingConfig) -> tf.keras.Model:
         x = tf.keras.layers.RandomTranslation(
             config.random_shift, config.random_shift, fill_mode="constant", seed=config.seed
         )(x)
+    if config.random_erasing:
+        x = RandomErasing(config.random_erasing, seed=config.seed)(x)
+    if config.flip_averaging:
+        backbone = _backbone(config, x.shape[1:])
+        outputs = FlipAveraging(backbone, name=PROBABILITIES_OUTPUT, dtype="float32")(x)
+        return tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")
+    outputs = _backbone(config, x.shape[1:])(x)
+    return tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")
+
+
+def _backbone(config: TrainingConfig, image_shape: tf.TensorShape) -> tf.keras.Model:
+    """The convolutional network proper: [batch, 28, 28, 1] images in, class probabilities out."""
+    images = tf.keras.Input(shape=image_shape)
+    x = images
     for filters in config.conv_filters:
         x = _conv_block(x, filters, config.dropout / 2)
     x = tf.keras.layers.Flatten()(x)
@@ -119,7 +221,5 @@ def _build_layers(config: TrainingConfig) -> tf.keras.Model:
     x = tf.keras.layers.BatchNormalization()(x)
     x = tf.keras.layers.ReLU()(x)
     x = tf.keras.layers.Dropout(config.dropout)(x)
-    outputs = tf.keras.layers.Dense(
-        NUM_CLASSES, activation="softmax", dtype="float32", name=PROBABILITIES_OUTPUT
-    )(x)
-    return tf.keras.Model(inputs, outputs, name="fashion_mnist_cnn")
+    outputs = tf.keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
+    return tf.keras.Model(images, outputs, name=PROBABILITIES_OUTPUT)

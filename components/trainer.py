@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from components.legacy_keras_tuner import keras_tuner
 from components.model import build_model, float32_for_serving
 from components.signatures import make_serving_signatures
 from core.config import TrainingConfig
@@ -37,6 +38,14 @@ def training_config_from(custom_config: dict | None) -> TrainingConfig:
     if "conv_filters" in values:
         values["conv_filters"] = tuple(values["conv_filters"])
     return TrainingConfig(**values)
+
+
+def with_hyperparameters(config: TrainingConfig, hyperparameters: dict | None) -> TrainingConfig:
+    """`config` with the values TFX's Tuner chose (`fn_args.hyperparameters`, a KerasTuner config), if any."""
+    if not hyperparameters:
+        return config
+    values = keras_tuner.HyperParameters.from_config(hyperparameters).values
+    return dataclasses.replace(config, **values)
 
 
 def load_transformed(
@@ -72,18 +81,39 @@ def make_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def training_data(
+    fn_args: FnArgs, config: TrainingConfig, tf_transform_output: tft.TFTransformOutput
+) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
+    """The window's train splits (shuffled, repeated), its eval splits, and the steps of one epoch.
+
+    Shared by the Trainer and the Tuner, so a trial sees exactly the data and
+    epoch length the final training will.
+    """
+    train_x, train_y = load_transformed(fn_args.train_files, tf_transform_output)
+    validation = load_transformed(fn_args.eval_files, tf_transform_output)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    train = make_dataset(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed).repeat()
+    evaluation = make_dataset(*validation, config.batch_size, shuffle=False, seed=config.seed)
+    return train, evaluation, steps_per_epoch
+
+
 def warm_start_from(model: tf.keras.Model, base_model_dir: str) -> str | None:
     """Copy the weights of the model at `base_model_dir` into `model`; None if done, else why not.
 
-    The base is the model serving now (TFX's `base_model` input). A base with
-    another architecture (the recipe changed) cannot be copied: the model then
-    trains from scratch.
+    The base is the model serving now (TFX's `base_model` input). Weights are
+    matched by their place in the model's object graph (a TensorFlow
+    checkpoint restore), not by their order in a flat list, which differs
+    between a freshly built model and one loaded back. A base with another
+    architecture (the recipe changed) cannot be copied: the model then trains
+    from scratch.
     """
-    base = tf.keras.models.load_model(base_model_dir, compile=False)
+    checkpoint = tf.io.gfile.join(base_model_dir, tf.saved_model.VARIABLES_DIRECTORY, "variables")
     try:
-        model.set_weights(base.get_weights())
-    except ValueError as err:
-        return f"the served model's architecture differs ({err})"
+        model.load_weights(checkpoint).assert_existing_objects_matched().expect_partial()
+    except (ValueError, AssertionError) as err:  # a variable's shape differs / a layer has no counterpart
+        return f"the served model's architecture differs ({str(err).split('. ')[0]})"
     return None
 
 
@@ -95,14 +125,10 @@ def run_fn(fn_args: FnArgs) -> None:
     serving now (`fn_args.base_model`), training starts from its weights and
     runs `warm_start_epochs` at `warm_start_learning_rate`.
     """
-    config = training_config_from(fn_args.custom_config)
+    config = with_hyperparameters(training_config_from(fn_args.custom_config), fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_x, train_y = load_transformed(fn_args.train_files, tf_transform_output)
-    validation = load_transformed(fn_args.eval_files, tf_transform_output)
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    train, validation, steps_per_epoch = training_data(fn_args, config, tf_transform_output)
 
     epochs, model = config.epochs, None
     if config.warm_start and fn_args.base_model:
@@ -122,8 +148,8 @@ def run_fn(fn_args: FnArgs) -> None:
         ),
     ]
     model.fit(
-        make_dataset(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed).repeat(),
-        validation_data=make_dataset(*validation, config.batch_size, shuffle=False, seed=config.seed),
+        train,
+        validation_data=validation,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,

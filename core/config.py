@@ -127,6 +127,26 @@ class TrainingConfig:
     dense_units: int = setting(256, "units of the dense layer", minimum=1)
     dropout: float = setting(0.4, "dropout before the output layer (half of it after each block)",
                              minimum=0.0, maximum=0.9)  # fmt: skip
+    label_smoothing: float = setting(
+        0.0, "share of each label spread over the other classes in the loss", minimum=0.0, maximum=0.5
+    )
+    random_erasing: float = setting(
+        0.0, "augment: chance that a random rectangle of a training image is blanked out", minimum=0.0,
+        maximum=1.0,
+    )  # fmt: skip
+    xla: bool = setting(False, "compile the training step with XLA")
+    flip_averaging: bool = setting(
+        True,
+        "predict as the mean over each image and its mirror image (inside the served model, so every "
+        "client gets it; training sees single images)",
+    )
+    tuner_trials: int = setting(
+        0,
+        "before training, search learning rate, dense width and dropout with TFX's Tuner "
+        "(KerasTuner random search) over this many trials; 0: off",
+        minimum=0,
+    )
+    tuner_epochs: int = setting(2, "training epochs of each Tuner trial", minimum=1)
     max_steps_per_epoch: int = setting(
         0, "cap on steps per epoch; 0: a full pass (tests use a few)", minimum=0
     )
@@ -163,6 +183,13 @@ class SpansConfig:
     )
     drift_jsd_threshold: float = setting(
         0.05, "largest Jensen-Shannon divergence of an image feature between spans", above=0.0, maximum=1.0
+    )
+    min_label_agreement: float = setting(
+        0.7,
+        "lowest accuracy the served model may have on a new span's own labels; below it the labels "
+        "look wrong (shuffled, shifted) and the run stops",
+        minimum=0.0,
+        maximum=1.0,
     )
     label_linf_threshold: float = setting(
         0.05, "largest change of any class's share between spans (L-infinity)", above=0.0, maximum=1.0

@@ -19,6 +19,8 @@ how it executes, and which span it runs on (`SpanPlan`, from
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import path_pb2, schema_pb2
 from tfx import v1 as tfx
@@ -26,16 +28,18 @@ from tfx.components.distribution_validator.component import DistributionValidato
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import distribution_validator_pb2, range_config_pb2
 
+from components import evaluation_metrics
 from components.anomaly_gate import AnomalyGate
 from components.drift_gate import DriftGate
 from components.image_statistics import ImageFeatureStatistics
+from components.label_gate import LabelGate
 from components.pusher import AtomicPusherExecutor
 from components.serving_check import ServingCheck
 from components.trainer import TRAINING_CONFIG_KEY
 from core.config import DriftConfig, EvaluationConfig, PipelineConfig, SpansConfig
 from core.image_features import FEATURE_NAMES
 from core.spans import GOLD_SPLIT_DIR, gold_file_pattern, span_file_pattern
-from core.vocabulary import LABEL_KEY, SERVING_SIGNATURE
+from core.vocabulary import LABEL_KEY, NUM_CLASSES, SERVING_SIGNATURE
 from pipeline import nodes
 from pipeline.fingerprint import code_fingerprint
 from pipeline.metadata import connection_config
@@ -45,6 +49,8 @@ from pipeline.span_plan import SpanPlan
 PREPROCESSING_MODULE, RUN_MODULE = "components.preprocessing", "components.trainer"
 PREPROCESSING_FN = f"{PREPROCESSING_MODULE}.preprocessing_fn"
 RUN_FN = f"{RUN_MODULE}.run_fn"
+TUNER_MODULE = "components.tuner"
+TUNER_FN = f"{TUNER_MODULE}.tuner_fn"
 CODE_FINGERPRINT_KEY = "code_fingerprint"
 TRAIN, EVAL = "train", "eval"
 ALL_SPANS = 1_000_000  # a rolling window this wide holds every span
@@ -68,6 +74,10 @@ def image_statistics(examples, node_id: str, after) -> tfx.dsl.components.base.b
 
 def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
     """The gates against the served model, on the gold test set.
+
+    Beside the gates it measures, for the report: per class precision, recall
+    and one-vs-rest accuracy (TFMA's binarized metrics), and the calibration of
+    the top label (`components/evaluation_metrics.py`).
 
     Overall accuracy: at least the floor, and at most `max_accuracy_drop` below
     the served model. Per class (a slice per label): at most `max_class_drop`
@@ -108,8 +118,17 @@ def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
                         class_name="SparseCategoricalAccuracy", per_slice_thresholds=thresholds
                     ),
                     tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+                    tfma.MetricConfig(class_name="TopLabelCalibration", module=evaluation_metrics.__name__),
                 ]
-            )
+            ),
+            # Per class, as a one-vs-rest binary problem: precision, recall, accuracy.
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name=name, config=json.dumps(settings))
+                    for name, settings in evaluation_metrics.PER_CLASS_METRIC_CONFIG.items()
+                ],
+                binarize=tfma.BinarizationOptions(class_ids={"values": list(range(NUM_CLASSES))}),
+            ),
         ],
     )
 
@@ -284,16 +303,30 @@ def create_pipeline(
         DriftGate.__module__,
     )
     drift_gate.add_upstream_node(anomaly_gate)
+    label_inputs = {}  # on Kubeflow no resolver finds the served model: the label gate passes
+    if local:
+        asked = served_model(config, plan, nodes.LABEL_GATE_MODEL, BASELINE, drift_gate)
+        label_inputs["model"] = asked.outputs["model"]
+        components.append(asked)
+    label_gate = fingerprinted(
+        LabelGate(
+            examples=span_gen.outputs["examples"],
+            min_label_agreement=config.spans.min_label_agreement,
+            **label_inputs,
+        ).with_id(nodes.LABEL_GATE),
+        LabelGate.__module__,
+    )
+    label_gate.add_upstream_node(drift_gate)
 
     if local:
         window = span_window(span_gen, nodes.TRAINING_WINDOW, config.spans.window_spans, plan)
-        window.add_upstream_node(drift_gate)  # the run's own span joins once it passed the gates
+        window.add_upstream_node(label_gate)  # the run's own span joins once it passed the gates
         training_examples = window.outputs["examples"]
         components.append(window)
     else:
         training_examples = span_gen.outputs["examples"]
     window_statistics = image_statistics(
-        training_examples, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, drift_gate
+        training_examples, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, label_gate
     )
     transform = tfx.components.Transform(
         examples=training_examples,
@@ -301,24 +334,30 @@ def create_pipeline(
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={CODE_FINGERPRINT_KEY: code_fingerprint(PREPROCESSING_MODULE)},
     ).with_id(nodes.TRANSFORM)
-    transform.add_upstream_node(drift_gate)
+    transform.add_upstream_node(label_gate)
 
-    trainer_inputs = {}
+    def model_inputs(module: str) -> dict:
+        """What the Tuner and the Trainer both read: the transformed window and the training config."""
+        return {
+            "examples": transform.outputs["transformed_examples"],
+            "transform_graph": transform.outputs["transform_graph"],
+            "schema": schema_gen.outputs["schema"],
+            "custom_config": {
+                TRAINING_CONFIG_KEY: config.to_dict()["training"],
+                CODE_FINGERPRINT_KEY: code_fingerprint(module),
+            },
+        }
+
+    trainer_inputs = model_inputs(RUN_MODULE)
+    if config.training.tuner_trials:
+        tuner = tfx.components.Tuner(tuner_fn=TUNER_FN, **model_inputs(TUNER_MODULE)).with_id(nodes.TUNER)
+        trainer_inputs["hyperparameters"] = tuner.outputs["best_hyperparameters"]
+        components.append(tuner)
     if local and config.training.warm_start:
         warm_start = served_model(config, plan, nodes.WARM_START_MODEL, WARM_START, transform)
         trainer_inputs["base_model"] = warm_start.outputs["model"]
         components.append(warm_start)
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        custom_config={
-            TRAINING_CONFIG_KEY: config.to_dict()["training"],
-            CODE_FINGERPRINT_KEY: code_fingerprint(RUN_MODULE),
-        },
-        **trainer_inputs,
-    ).with_id(nodes.TRAINER)
+    trainer = tfx.components.Trainer(run_fn=RUN_FN, **trainer_inputs).with_id(nodes.TRAINER)
 
     if local:
         baseline = served_model(config, plan, nodes.SERVED_MODEL, BASELINE, trainer)
@@ -354,6 +393,7 @@ def create_pipeline(
     ).with_id(nodes.PUSHER)
     components += [
         drift_gate,
+        label_gate,
         window_statistics,
         transform,
         trainer,

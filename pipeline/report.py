@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import resource
 from dataclasses import dataclass, field
@@ -22,12 +23,17 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
 from components.drift_gate import describe_drift, split_pair_anomalies
+from components.evaluation_metrics import (
+    EXPECTED_CALIBRATION_ERROR,
+    PER_CLASS_METRICS,
+    TOP_LABEL_CALIBRATION,
+)
 from core import storage
 from core.config import PipelineConfig
 from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
 from pipeline import nodes
 from pipeline.metadata import Metadata, open_store, properties, store_exists
-from pipeline.plots import save_confusion_matrix
+from pipeline.plots import save_confusion_matrix, save_reliability_diagram
 from serving.rollout import read_rollout
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
@@ -54,7 +60,12 @@ class ModelFacts:
 
     accuracy: float | None = None
     examples: int = 0
-    per_class: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, float] = field(default_factory=dict)  # accuracy within each true class (recall)
+    # TFMA's binarized metrics, class name -> {"precision", "recall", "binary_accuracy"}
+    per_class_binary: dict[str, dict[str, float]] = field(default_factory=dict)
+    expected_calibration_error: float | None = None
+    # reliability diagram of the top label: [low, high, examples, accuracy, mean confidence] per bucket
+    calibration: list[list[float]] = field(default_factory=list)
     confusion_matrix: list[list[int]] = field(default_factory=list)
     most_confused: list[dict[str, Any]] = field(default_factory=list)
     evaluation_uri: str | None = None
@@ -79,6 +90,7 @@ class RunReport:
     rerun_after_killed: list[str] = field(default_factory=list)
     error: str | None = None
     confusion_matrix_png: str | None = None
+    calibration_png: str | None = None
     span: int | None = None
     span_plan: str | None = None
     drift: list[str] = field(default_factory=list)  # what the drift gate found (it stopped or warned)
@@ -99,22 +111,57 @@ class RunReport:
 
 
 def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
-    """Overall accuracy and example count, and accuracy per class, from TFMA's metrics."""
-    result: dict[str, Any] = {"per_class": {}}
+    """Overall accuracy, example count and calibration error, accuracy per class, and per class
+    TFMA's binarized precision, recall and accuracy, from TFMA's metrics."""
+    result: dict[str, Any] = {"per_class": {}, "per_class_binary": {}}
+    binary_names = set(PER_CLASS_METRICS.values())
     for slice_metrics in tfma.load_metrics(evaluation_uri):
-        values = {
-            kv.key.name: kv.value.double_value.value
+        candidate = [
+            kv
             for kv in slice_metrics.metric_keys_and_values
             if kv.key.model_name in CANDIDATE_MODEL_NAMES and not kv.key.is_diff
+        ]
+        values = {
+            kv.key.name: kv.value.double_value.value for kv in candidate if not kv.key.HasField("sub_key")
         }
         keys = slice_metrics.slice_key.single_slice_keys
         if not keys:
             result["accuracy"] = values.get(ACCURACY_METRIC)
             result["examples"] = int(values.get(EXAMPLE_COUNT_METRIC, 0))
+            result["expected_calibration_error"] = values.get(EXPECTED_CALIBRATION_ERROR)
+            for kv in candidate:
+                if kv.key.name in binary_names and kv.key.sub_key.HasField("class_id"):
+                    class_name = CLASS_NAMES[kv.key.sub_key.class_id.value]
+                    per_class = result["per_class_binary"].setdefault(class_name, {})
+                    value = kv.value.double_value.value
+                    if math.isfinite(value):  # NaN: the precision of a class never answered
+                        per_class[kv.key.name] = value
         elif keys[0].column == LABEL_KEY:
             label = int(keys[0].int64_value)
             result["per_class"][CLASS_NAMES[label]] = values.get(ACCURACY_METRIC)
     return result
+
+
+def calibration_buckets(evaluation_uri: str) -> list[list[float]]:
+    """The overall slice's top-label reliability buckets: [low, high, examples, accuracy, confidence]."""
+    for plots in tfma.load_plots(evaluation_uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for key_and_value in plots.plot_keys_and_values:
+            key = key_and_value.key
+            if key.model_name not in CANDIDATE_MODEL_NAMES or key.name != TOP_LABEL_CALIBRATION:
+                continue
+            rows = []
+            for bucket in key_and_value.value.calibration_histogram_buckets.buckets:
+                count = bucket.num_weighted_examples.value
+                rows.append([
+                    round(bucket.lower_threshold_inclusive, 4), round(bucket.upper_threshold_exclusive, 4),
+                    count,
+                    bucket.total_weighted_label.value / count if count else 0.0,
+                    bucket.total_weighted_refined_prediction.value / count if count else 0.0,
+                ])  # fmt: skip
+            return rows
+    return []
 
 
 def confusion_matrix(evaluation_uri: str) -> np.ndarray:
@@ -192,6 +239,7 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
     elif artifact.type == "ModelEvaluation":
         matrix = confusion_matrix(artifact.uri)
         facts.update(accuracy_by_slice(artifact.uri), evaluation_uri=artifact.uri)
+        facts["calibration"] = calibration_buckets(artifact.uri)
         facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
     elif artifact.type == "ModelBlessing":
         facts["blessed"] = props.get("blessed") == 1
@@ -267,8 +315,19 @@ def format_report(report: RunReport) -> str:
     if model.accuracy is not None:
         against = f"; measured against {model.baseline_model}" if model.baseline_model else ""
         lines.append(f"test accuracy: {model.accuracy:.4f} on {model.examples} gold examples{against}")
+        lines.append(f"  {'class':<14}{'accuracy':>9}{'precision':>11}{'recall':>8}{'1-vs-rest':>11}")
         for name in (n for n in CLASS_NAMES if n in model.per_class):
-            lines.append(f"  {name:<14}{model.per_class[name]:.4f}")
+            binary = model.per_class_binary.get(name, {})
+            cells = "".join(
+                f"{binary[k]:>{w}.4f}" if k in binary else f"{'-':>{w}}"
+                for k, w in (("precision", 11), ("recall", 8), ("binary_accuracy", 11))
+            )
+            lines.append(f"  {name:<14}{model.per_class[name]:>9.4f}{cells}")
+    if model.expected_calibration_error is not None:
+        lines.append(
+            f"calibration: expected calibration error {model.expected_calibration_error:.4f} "
+            "(top label, 10 confidence buckets)"
+        )
     if model.most_confused:
         pairs = ", ".join(
             f"{c['true']} as {c['predicted']} ({c['examples']})" for c in model.most_confused[:3]
@@ -276,6 +335,8 @@ def format_report(report: RunReport) -> str:
         lines.append(f"most confused: {pairs}")
     if report.confusion_matrix_png:
         lines.append(f"confusion matrix: {report.confusion_matrix_png}")
+    if report.calibration_png:
+        lines.append(f"reliability diagram: {report.calibration_png}")
     if model.blessed is not None:
         lines.append(f"blessed: {'yes' if model.blessed else 'no'}")
         lines.extend(f"  {reason}" for reason in model.not_blessed_because)
@@ -320,6 +381,14 @@ def save_report(report: RunReport, config: PipelineConfig) -> tuple[RunReport, s
             f"Test set, accuracy {report.model.accuracy or 0:.4f} (run {report.run_id})",
         )
         report = dataclasses.replace(report, confusion_matrix_png=picture)
+    if report.model.calibration:
+        picture = save_reliability_diagram(
+            report.model.calibration,
+            path.removesuffix(".json") + "-calibration.png",
+            f"Top-label calibration, ECE {report.model.expected_calibration_error or 0:.4f} "
+            f"(run {report.run_id})",
+        )
+        report = dataclasses.replace(report, calibration_png=picture)
     storage.write_text(path, json.dumps(report.to_json(), indent=2))
     return report, path
 

@@ -11,12 +11,12 @@ span is checked against the ones before it:
 3. otherwise (nothing new) the newest span that passed the gates again: every
    component is cached, nothing retrains and nothing new is pushed.
 
-A span the schema gate or the drift gate refused is never trained on: it is
-excluded from every training window. So is a span whose models the Evaluator
-refused every time (a model trained on it as the newest span was never
-blessed): a bad day such as one with shuffled labels passes the data gates,
-and without this it would stay in every later window. It joins the windows
-again once a model trained on it is blessed.
+A span the schema gate, the drift gate or the label gate refused is never
+trained on: it is excluded from every training window. So is a span whose
+models the Evaluator refused every time (a model trained on it as the newest
+span was never blessed): a bad day that gets past the data gates would
+otherwise stay in every later window. It joins the windows again once a model
+trained on it is blessed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from core.config import PipelineConfig
 from core.errors import InputError
 from core.spans import spans_on_disk
 from pipeline.metadata import FINISHED, Metadata, open_store, properties, span_of, store_exists
-from pipeline.nodes import ANOMALY_GATE, DRIFT_GATE, EVALUATOR, PUSHER
+from pipeline.nodes import ANOMALY_GATE, DRIFT_GATE, EVALUATOR, LABEL_GATE, PUSHER
+
+DATA_GATES = (ANOMALY_GATE, DRIFT_GATE, LABEL_GATE)  # in the order a span meets them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +75,19 @@ def _model_gate_verdicts(metadata: Metadata) -> tuple[set[int], set[int]]:
     return blessed, refused
 
 
-def _failed_gate_spans(metadata: Metadata) -> set[int]:
+def _failed_gate_spans(metadata: Metadata, gates=DATA_GATES) -> set[int]:
     failed = set()
-    for gate in (ANOMALY_GATE, DRIFT_GATE):
+    for gate in gates:
         for execution in metadata.node_executions(gate):
             if execution.last_known_state not in FINISHED:
                 failed.update(span_of(a) for a in metadata.artifacts(execution.id, "examples"))
     return failed
+
+
+def _accepted_spans(metadata: Metadata) -> set[int]:
+    """Spans that passed every data gate (stores from before the label gate: the drift gate's word)."""
+    label_refused = _failed_gate_spans(metadata, (LABEL_GATE,)) - metadata.gated_spans(LABEL_GATE)
+    return metadata.gated_spans(DRIFT_GATE) - label_refused
 
 
 def plan_spans(config: PipelineConfig) -> SpanPlan:
@@ -94,7 +102,7 @@ def plan_spans(config: PipelineConfig) -> SpanPlan:
     blessed, model_refused = set(), set()
     if store_exists(config):
         metadata = Metadata(open_store(config), config.pipeline_name)
-        ingested, accepted = metadata.ingested_spans(), metadata.gated_spans(DRIFT_GATE)
+        ingested, accepted = metadata.ingested_spans(), _accepted_spans(metadata)
         failed, finished = _failed_gate_spans(metadata), _finished_spans(metadata)
         blessed, model_refused = _model_gate_verdicts(metadata)
     refused = (failed - accepted) | (model_refused - blessed)

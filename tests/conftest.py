@@ -75,7 +75,7 @@ def tiny_config(workdir: Path, data_dir: Path, accuracy_floor: float = 0.0, **tr
             **training,
         ),  # fmt: skip
         evaluation=EvaluationConfig(accuracy_floor=accuracy_floor, max_accuracy_drop=1.0, max_class_drop=1.0),
-        spans=SpansConfig(drift_jsd_threshold=0.3, label_linf_threshold=0.3),
+        spans=SpansConfig(drift_jsd_threshold=0.3, label_linf_threshold=0.3, min_label_agreement=0.0),
     )
 
 

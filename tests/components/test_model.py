@@ -67,8 +67,11 @@ def test_bfloat16_model_keeps_float32_outputs_and_does_not_leak_its_policy():
     model = build_model(
         TrainingConfig(conv_filters=(4,), dense_units=8, precision="bfloat16"), steps_per_epoch=1
     )
-    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
-    assert any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in model.layers)
+    from components.model import layers_of
+
+    (output,) = (layer for layer in layers_of(model) if getattr(layer, "units", None) == NUM_CLASSES)
+    assert output.dtype_policy.compute_dtype == "float32"
+    assert any(layer.dtype_policy.compute_dtype == "bfloat16" for layer in layers_of(model))
     out = model({TRANSFORMED_IMAGE_KEY: tf.zeros([2, PIXELS])}, training=False)
     assert out.dtype == tf.float32
     assert tf.keras.mixed_precision.global_policy().name == "float32"
@@ -78,12 +81,12 @@ def test_the_served_copy_of_a_bfloat16_model_is_float32_with_the_same_answers():
     import numpy as np
     import tensorflow as tf
 
-    from components.model import float32_for_serving
+    from components.model import float32_for_serving, layers_of
 
     config = TrainingConfig(conv_filters=(4,), dense_units=8, precision="bfloat16")
     trained = build_model(config, steps_per_epoch=1)
     served = float32_for_serving(trained, config)
-    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in served.layers)
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in layers_of(served))
     images = {TRANSFORMED_IMAGE_KEY: tf.random.stateless_uniform([8, PIXELS], seed=(1, 2))}
     np.testing.assert_allclose(served(images, training=False), trained(images, training=False), atol=0.02)
     float32 = build_model(TrainingConfig(conv_filters=(4,), dense_units=8, precision="float32"), 1)
@@ -101,3 +104,31 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path: Path):
     assert cpu_has_bfloat16(str(without)) is False
     assert cpu_has_bfloat16(str(tmp_path / "missing")) is False
     assert resolve_precision("float32") == "float32"
+
+
+def test_flip_averaging_answers_the_same_for_an_image_and_its_mirror(slice_data: Path, tmp_path: Path):
+    """The served model averages over both orientations, so a mirrored garment gets the same answer."""
+    import tensorflow as tf
+
+    from components.model import FlipAveraging
+
+    images = real_batch(slice_data, n=8)["image"].numpy().astype(np.float32) / 255.0
+    mirrored = images.reshape(-1, 28, 28)[:, :, ::-1].reshape(-1, PIXELS)
+    config = TrainingConfig(conv_filters=(4,), dense_units=8, flip_averaging=True)
+    model = build_model(config, steps_per_epoch=1)
+    model.fit(make_dataset(images, np.arange(8) % NUM_CLASSES, 4, shuffle=True, seed=1), epochs=1, verbose=0)
+
+    got = model.predict(images, verbose=0)
+    np.testing.assert_allclose(got, model.predict(mirrored, verbose=0), atol=1e-5)
+    (averaging,) = (layer for layer in model.layers if isinstance(layer, FlipAveraging))
+    single_view = averaging.backbone.predict(images.reshape(-1, 28, 28, 1), verbose=0)
+    mirror_view = averaging.backbone.predict(mirrored.reshape(-1, 28, 28, 1), verbose=0)
+    np.testing.assert_allclose(got, (single_view + mirror_view) / 2, atol=1e-5)
+    assert not np.allclose(single_view, mirror_view, atol=1e-5)  # the network alone is not symmetric
+
+    model.save(str(tmp_path / "served"), save_format="tf")  # and a warm start can take its weights
+    fresh = build_model(config, steps_per_epoch=1)
+    assert warm_start_from(fresh, str(tmp_path / "served")) is None
+    np.testing.assert_allclose(fresh(tf.constant(images), training=False), got, atol=1e-5)
+    single = build_model(dataclasses.replace(config, flip_averaging=False), steps_per_epoch=1)
+    assert "architecture differs" in warm_start_from(single, str(tmp_path / "served"))

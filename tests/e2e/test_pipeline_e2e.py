@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 FIRST_RUN_NODES = {
     nodes.SPAN_EXAMPLE_GEN, nodes.GOLD_EXAMPLE_GEN, nodes.SCHEMA_GEN, nodes.SPAN_STATISTICS,
     nodes.GOLD_STATISTICS, nodes.SPAN_VALIDATOR, nodes.GOLD_VALIDATOR, nodes.ANOMALY_GATE, nodes.DRIFT_GATE,
+    nodes.LABEL_GATE_MODEL, nodes.LABEL_GATE,
     nodes.TRAINING_WINDOW, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, nodes.TRANSFORM, nodes.WARM_START_MODEL,
     nodes.TRAINER, nodes.SERVED_MODEL, nodes.EVALUATOR, nodes.SERVING_CHECK, nodes.PUSHER,
 }  # fmt: skip
@@ -91,13 +92,43 @@ def test_confusion_matrix_counts_each_gold_image_once(pipeline_runs: dict, run_n
     assert all(pair["true"] != pair["predicted"] for pair in model.most_confused)
 
 
+@pytest.mark.parametrize("run_name", ["first", "fourth"])
+def test_per_class_precision_recall_and_calibration_agree_with_the_confusion_matrix(
+    pipeline_runs: dict, run_name: str
+):
+    """TFMA's binarized metrics and the calibration metric, checked against the confusion matrix."""
+    model = pipeline_runs[run_name].model
+    matrix = np.array(model.confusion_matrix, dtype=float)
+    assert set(model.per_class_binary) == set(CLASS_NAMES)
+    for i, name in enumerate(CLASS_NAMES):
+        figures = model.per_class_binary[name]
+        true_positive, predicted, actual = matrix[i, i], matrix[:, i].sum(), matrix[i, :].sum()
+        if predicted:
+            assert figures["precision"] == pytest.approx(true_positive / predicted, abs=1e-6)
+        else:  # never answered: precision is undefined, and the report leaves it out
+            assert "precision" not in figures
+        assert figures["recall"] == pytest.approx(true_positive / actual, abs=1e-6)
+        assert figures["recall"] == pytest.approx(
+            model.per_class[name], abs=1e-6
+        )  # the label slice's accuracy
+        one_vs_rest = (matrix.sum() - predicted - actual + 2 * true_positive) / matrix.sum()
+        assert figures["binary_accuracy"] == pytest.approx(one_vs_rest, abs=1e-6)
+    buckets = np.array(model.calibration)
+    assert buckets.shape == (10, 5) and buckets[:, 2].sum() == SLICE_SIZE
+    right = (buckets[:, 2] * buckets[:, 3]).sum() / SLICE_SIZE
+    assert right == pytest.approx(model.accuracy, abs=1e-6)  # the buckets hold every answer, right or wrong
+    gap = (buckets[:, 2] * np.abs(buckets[:, 3] - buckets[:, 4])).sum() / SLICE_SIZE
+    assert model.expected_calibration_error == pytest.approx(gap, abs=1e-6)
+
+
 def test_saved_report_has_the_confusion_matrix_picture_and_reads_back_identically(pipeline_runs: dict):
     from pipeline.report import format_report, latest_report
 
     config = pipeline_runs["config"]
     saved, path = save_report(pipeline_runs["fourth"], config)
-    png = Path(saved.confusion_matrix_png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    for picture in (saved.confusion_matrix_png, saved.calibration_png):
+        png = Path(picture)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert pipeline_runs["fourth"].confusion_matrix_png is None  # saving does not change the report
     assert RunReport.from_json(json.loads(Path(path).read_text())) == saved
     assert format_report(latest_report(config)) == format_report(saved)  # `fmnist report` prints the same
