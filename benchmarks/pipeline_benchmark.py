@@ -1,7 +1,7 @@
 """Full-data pipeline benchmark: fresh runs from TFRecords to a pushed model, then cached reruns.
 
     python benchmarks/pipeline_benchmark.py --workdir workdir/bench --runs 3
-    python benchmarks/pipeline_benchmark.py --runs 3 --baseline "--epochs 12 ..."   # side by side
+    python benchmarks/pipeline_benchmark.py --runs 3 --baseline="--no-flip-averaging"   # side by side
 
 With `--baseline FLAGS`, each fresh run of the default configuration is
 followed by one with FLAGS (e.g. an earlier recipe), in the same session, so
@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
+
+from pipeline.nodes import RESOLVERS
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONED_PACKAGES = (
@@ -141,7 +143,7 @@ def one_run(index: int, args: argparse.Namespace, name: str = "run", flags: list
         "cached_rerun_all_cached": all(
             row["state"] == "CACHED"
             for row in cached_report["components"]
-            if row["component"] != "previous_blessed_model"
+            if row["component"] not in RESOLVERS  # resolvers pick inputs afresh on every run
         ),
     }
 
