@@ -63,6 +63,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("overrides", help="JSON object of TrainingConfig fields")
+    parser.add_argument(
+        "--train-images", type=int, default=0, help="train on this many images (a small span); 0: all"
+    )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "recipes.jsonl"))
     args = parser.parse_args()
     overrides = json.loads(args.overrides)
@@ -74,6 +77,10 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(x))
     cut = int(len(x) * VALIDATION_SHARE)
     validation, train = order[:cut], order[cut:]
+    if args.train_images:  # a small span: its own 10 % for validation, as ImportExampleGen splits it
+        chosen = order[: args.train_images]
+        cut = int(len(chosen) * VALIDATION_SHARE)
+        validation, train = chosen[:cut], chosen[cut:]
 
     tf.keras.utils.set_random_seed(config.seed)
     steps = int(np.ceil(len(train) / config.batch_size))
@@ -100,6 +107,7 @@ def main() -> None:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "overrides": overrides,
+        "train_images": len(train) + len(validation),
         "accuracy": accuracy(direct, test_y),
         "accuracy_with_flip_averaging": accuracy(averaged, test_y),
         "train_seconds": round(time.perf_counter() - started, 1),

@@ -127,6 +127,14 @@ class TrainingConfig:
     dense_units: int = setting(256, "units of the dense layer", minimum=1)
     dropout: float = setting(0.4, "dropout before the output layer (half of it after each block)",
                              minimum=0.0, maximum=0.9)  # fmt: skip
+    batch_norm_momentum: float = setting(
+        0.0,
+        "momentum of batch normalisation's moving statistics; 0: auto, 0.99 for a training run of 1,000 "
+        "steps or more, 0.9 for a shorter one (a small window, a warm start), whose statistics would "
+        "otherwise lag the weights",
+        minimum=0.0,
+        maximum=0.999,
+    )
     label_smoothing: float = setting(
         0.0, "share of each label spread over the other classes in the loss", minimum=0.0, maximum=0.5
     )

@@ -132,3 +132,18 @@ def test_flip_averaging_answers_the_same_for_an_image_and_its_mirror(slice_data:
     np.testing.assert_allclose(fresh(tf.constant(images), training=False), got, atol=1e-5)
     single = build_model(dataclasses.replace(config, flip_averaging=False), steps_per_epoch=1)
     assert "architecture differs" in warm_start_from(single, str(tmp_path / "served"))
+
+
+def test_batch_norm_follows_the_weights_sooner_in_a_short_training_run():
+    """Auto momentum: 0.9 when a run has fewer than 1,000 steps (a 10,000-image day), else 0.99."""
+    from components.model import batch_norm_momentum, layers_of
+
+    auto = TrainingConfig(conv_filters=(4,), dense_units=8)
+    assert batch_norm_momentum(auto, planned_steps=36 * 12) == 0.9
+    assert batch_norm_momentum(auto, planned_steps=212 * 12) == 0.99
+    assert batch_norm_momentum(dataclasses.replace(auto, batch_norm_momentum=0.95), 36) == 0.95
+    short = build_model(auto, steps_per_epoch=36)
+    momenta = {layer.momentum for layer in layers_of(short) if hasattr(layer, "moving_mean")}
+    assert momenta == {0.9}
+    long = build_model(auto, steps_per_epoch=212)
+    assert {layer.momentum for layer in layers_of(long) if hasattr(layer, "moving_mean")} == {0.99}
