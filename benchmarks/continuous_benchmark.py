@@ -44,6 +44,7 @@ import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 # isort: split
 from core.examples import read_labelled_images
 from core.spans import span_dir
+from core.vocabulary import MODEL_NAME
 from ingest.prepare import DEBIAN_DIR, prepare_dataset
 from ingest.spans import write_span
 from serving.rollout import read_rollout
@@ -99,11 +100,11 @@ def one_day(name: str, day: str, workdir: Path, source: Path, extra: list[str], 
     report = newest_report(workdir)
     model = report["model"]
     promoted = False
-    before = read_rollout(str(workdir / "serving"), "fashion_mnist")
+    before = read_rollout(str(workdir / "serving"), MODEL_NAME)
     if model.get("pushed") and before.canary != before.stable:
         subprocess.run([FMNIST, "promote", "--workdir", str(workdir)], check=True, capture_output=True)
         promoted = True
-    rollout = read_rollout(str(workdir / "serving"), "fashion_mnist")
+    rollout = read_rollout(str(workdir / "serving"), MODEL_NAME)
     components = {row["component"]: row["seconds"] for row in report["components"]}
     return {
         "day": day,

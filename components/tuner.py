@@ -25,6 +25,7 @@ from tfx.components.tuner.component import TunerFnResult
 from components.legacy_keras_tuner import keras_tuner
 from components.model import build_model
 from components.trainer import training_config_from, training_data
+from core.vocabulary import MODEL_NAME
 
 SEARCH_SPACE = {
     "learning_rate": [1e-3, 3e-3, 6e-3],
@@ -59,7 +60,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
         hyperparameters=search_space(),
         seed=config.seed,
         directory=fn_args.working_dir,
-        project_name="fashion_mnist",
+        project_name=MODEL_NAME,
     )
     fit_kwargs = {
         "x": train,

@@ -112,8 +112,9 @@ def test_fmnist_serve_serves_the_pushed_version_from_gs(cloud: dict, cloud_runs:
         predictions, answered_by = client.predict_images(images, label="stable")
         assert answered_by == version and len(predictions) == 4
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
-        assert "models.config" in server.stdout.read()
+        output, _ = server.communicate(timeout=60)  # reads while waiting: a full pipe would block the server
+        assert server.returncode == 0
+        assert "models.config" in output
     finally:
         server.kill()
 

@@ -532,8 +532,8 @@ def test_fmnist_serve_answers_grpc_rest_and_prometheus_then_stops_cleanly_on_sig
         entrypoints = {s.labels["entrypoint"] for s in latency if s.name.endswith("_count") and s.value}
         assert entrypoints == {"GRPC", "REST"}
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
-        output = server.stdout.read()
+        output, _ = server.communicate(timeout=60)  # reads while waiting: a full pipe would block the server
+        assert server.returncode == 0
         assert f"gRPC on 127.0.0.1:{port}, REST on 127.0.0.1:{rest_port}" in output
     finally:
         server.kill()
