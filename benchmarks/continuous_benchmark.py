@@ -44,7 +44,7 @@ import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 # isort: split
 from core.examples import read_labelled_images
 from core.spans import span_dir
-from core.vocabulary import MODEL_NAME
+from core.vocabulary import CLASS_NAMES, MODEL_NAME
 from ingest.prepare import DEBIAN_DIR, prepare_dataset
 from ingest.spans import write_span
 from serving.rollout import read_rollout
@@ -145,38 +145,67 @@ def sequence(name: str, days: list[str], root: Path, source: Path, extra: list[s
 
 
 def plot(result: dict, path: Path) -> None:
+    """Accuracy and wall time per day, both sequences; per-class accuracy of the warm-started candidates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=False)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 11), height_ratios=[1, 1, 1.3])
     for name, style in (("warm_start", "o-"), ("from_scratch", "s--")):
-        runs = result[name]
-        good = [r for r in runs if r["day"].isdigit()]
-        top.plot(
-            [int(r["day"]) for r in good], [r["accuracy"] for r in good], style, label=name.replace("_", " ")
-        )
-        bottom.plot(
-            [int(r["day"]) for r in good],
-            [r["wall_seconds"] for r in good],
-            style,
-            label=name.replace("_", " "),
-        )
+        good = [r for r in result[name] if r["day"].isdigit()]
+        days = [int(r["day"]) for r in good]
+        label = name.replace("_", " ")
+        top.plot(days, [r["accuracy"] for r in good], style, label=label)
+        middle.plot(days, [r["wall_seconds"] for r in good], style, label=label)
     for r in result["warm_start"]:
         if not r["day"].isdigit():
             where = (0.02, 0.06 if "inverted" in r["day"] else 0.14)
             text = f"bad day ({r['day']}): {r['refused_at'] or 'NOT refused'}"
             top.annotate(text, where, xycoords="axes fraction", fontsize=8, color="#b2182b")
     top.set_ylabel("gold test accuracy")
-    top.set_title("A week of data: accuracy of each day's candidate (spans of 10,000 images)")
+    top.set_title("A week of data: each day's candidate (spans of 10,000 images)")
     top.legend()
-    bottom.set_xlabel("day (span arriving)")
-    bottom.set_ylabel("wall time of the run (s)")
-    bottom.legend()
+    middle.set_xlabel("day (span arriving)")
+    middle.set_ylabel("wall time of the run (s)")
+    middle.legend()
+    per_class_heatmap(bottom, [r for r in result["warm_start"] if r["per_class_accuracy"]])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def per_class_heatmap(axes, runs: list[dict]) -> None:
+    """Per-class gold accuracy of every warm-started candidate that was trained (refused ones included)."""
+    grid = np.array([[r["per_class_accuracy"][name] for r in runs] for name in CLASS_NAMES])
+    image = axes.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(grid):
+        axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                  color="white" if value < 0.6 else "black")  # fmt: skip
+    axes.set_xticks(range(len(runs)), [r["day"] for r in runs], fontsize=8)
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
+    axes.set_title("warm start: per-class gold accuracy of each day's candidate", fontsize=10)
+    axes.figure.colorbar(image, ax=axes, fraction=0.03)
+
+
+def outcome(row: dict) -> str:
+    if row["refused_at"]:
+        return f"refused: {row['refused_at']}"
+    return f"pushed v{row['pushed_version']}" if row["pushed_version"] else "nothing pushed"
+
+
+def print_table(result: dict) -> None:
+    """One table per sequence: a row per day, as the README quotes it."""
+    for name in ("warm_start", "from_scratch"):
+        print(f"\n{name.replace('_', ' ')}")
+        print(f"{'day':<17}{'wall s':>8}{'Trainer s':>10}{'epochs':>7}{'accuracy':>10}  {'outcome':<30}"
+              f"{'stable':>7}{'canary':>7}")  # fmt: skip
+        for row in result[name]:
+            accuracy = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-"
+            trainer = f"{row['trainer_seconds']:.0f}" if row["trainer_seconds"] is not None else "-"
+            versions = f"{row['stable'] or '-':>7}{row['canary'] or '-':>7}"
+            print(f"{row['day']:<17}{row['wall_seconds']:>8.0f}{trainer:>10}{row['epochs_run']:>7}"
+                  f"{accuracy:>10}  {outcome(row):<30}{versions}")  # fmt: skip
 
 
 def main() -> None:
@@ -186,7 +215,15 @@ def main() -> None:
     parser.add_argument("--workdir", default="workdir/bench-week")
     parser.add_argument("--source-dir", default=str(DEBIAN_DIR), help="the official IDX files")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "continuous.json"))
+    parser.add_argument(
+        "--table", action="store_true", help="redraw the plot and print the table of --output; run nothing"
+    )
     args = parser.parse_args()
+    if args.table:
+        result = json.loads(Path(args.output).read_text())
+        plot(result, Path(args.output).with_suffix(".png"))
+        print_table(result)
+        return
     root = Path(args.workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     source = root / "source-data"
@@ -206,6 +243,7 @@ def main() -> None:
         }
     Path(args.output).write_text(json.dumps(result, indent=2))
     plot(result, Path(args.output).with_suffix(".png"))
+    print_table(result)
     print(f"figures: {args.output}")
 
 

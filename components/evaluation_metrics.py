@@ -14,25 +14,43 @@ The Evaluator loads this module by name (`MetricConfig.module`).
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
+import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
-# TFMA's binarized per-class metrics the Evaluator adds (class name -> the metric key's name).
-PER_CLASS_METRICS = {"Precision": "precision", "Recall": "recall", "BinaryAccuracy": "binary_accuracy"}
-# Each binarized metric's settings, so that a class counts as predicted when it is the model's answer
-# (the argmax, as in the confusion matrix), not when its probability passes TFMA's default 0.5. top_k=1
-# alone is not enough in TFMA 0.47: it sets the other classes' scores to -inf and compares with a -inf
-# threshold, and a class that is never the answer then counts as predicted for every example; a 0.0
-# threshold (the answer's probability is at least 0.1) keeps the -inf scores out.
-PER_CLASS_METRIC_CONFIG = {
-    "Precision": {"top_k": 1, "thresholds": [0.0]},
-    "Recall": {"top_k": 1, "thresholds": [0.0]},
-    "BinaryAccuracy": {"top_k": 1, "threshold": 0.0},
+
+class PerClassMetric(NamedTuple):
+    """A TFMA binarized metric the Evaluator computes for each class: its metric key's name and settings."""
+
+    key: str
+    settings: dict[str, Any]
+
+
+# Settings so that a class counts as predicted when it is the model's answer (the argmax, as in the
+# confusion matrix), not when its probability passes TFMA's default 0.5. top_k=1 alone is not enough
+# in TFMA 0.47: it sets the other classes' scores to -inf and compares with a -inf threshold, and a
+# class that is never the answer then counts as predicted for every example; a 0.0 threshold (the
+# answer's probability is at least 0.1) keeps the -inf scores out.
+PER_CLASS_METRICS = {
+    "Precision": PerClassMetric("precision", {"top_k": 1, "thresholds": [0.0]}),
+    "Recall": PerClassMetric("recall", {"top_k": 1, "thresholds": [0.0]}),
+    "BinaryAccuracy": PerClassMetric("binary_accuracy", {"top_k": 1, "threshold": 0.0}),
 }
+
+
+def per_class_metric_configs() -> list[tfma.MetricConfig]:
+    """The per-class metrics as TFMA metric configs (binarize them by class in the `MetricsSpec`)."""
+    return [
+        tfma.MetricConfig(class_name=name, config=json.dumps(metric.settings))
+        for name, metric in PER_CLASS_METRICS.items()
+    ]
+
+
 TOP_LABEL_CALIBRATION = "top_label_calibration"
 EXPECTED_CALIBRATION_ERROR = "expected_calibration_error"
 DEFAULT_BUCKETS = 10

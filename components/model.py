@@ -75,9 +75,30 @@ def build_model(
     bfloat16 the weights stay float32 and the output layer computes in float32,
     so the served probabilities are float32 either way.
     """
-    planned_steps = steps_per_epoch * (epochs or config.epochs)
+    model = build_layers(config, steps_per_epoch * (epochs or config.epochs))
+    compile_model(model, config, steps_per_epoch, epochs, learning_rate)
+    return model
+
+
+def build_layers(config: TrainingConfig, planned_steps: int) -> tf.keras.Model:
+    """The CNN before `compile_model`: what a warm start restores the served weights into.
+
+    Restoring before compiling matters: the optimizer's variables (its step
+    counter, its learning rate) exist from `compile` on, and the served model,
+    rebuilt for float32, has none to restore them from.
+    """
     with layer_policy(config.precision):
-        model = _build_layers(config, batch_norm_momentum(config, planned_steps))
+        return _build_layers(config, batch_norm_momentum(config, planned_steps))
+
+
+def compile_model(
+    model: tf.keras.Model,
+    config: TrainingConfig,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+) -> None:
+    """Adam on a cosine decay over the planned epochs, with the configured label smoothing."""
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         learning_rate or config.learning_rate, decay_steps=max(1, (epochs or config.epochs) * steps_per_epoch)
     )
@@ -87,7 +108,6 @@ def build_model(
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.xla,
     )
-    return model
 
 
 def batch_norm_momentum(config: TrainingConfig, planned_steps: int) -> float:

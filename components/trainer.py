@@ -18,10 +18,11 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.legacy_keras_tuner import keras_tuner
-from components.model import build_model, float32_for_serving
+from components.model import build_layers, build_model, compile_model, float32_for_serving
 from components.signatures import make_serving_signatures
 from core.config import TrainingConfig
 from core.vocabulary import CLASSIFY_SIGNATURE, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+from core.warm_start import WarmStart, write_warm_start
 from serving.export import mark_classify_method
 from serving.warmup import write_warmup
 
@@ -105,9 +106,11 @@ def warm_start_from(model: tf.keras.Model, base_model_dir: str) -> str | None:
     The base is the model serving now (TFX's `base_model` input). Weights are
     matched by their place in the model's object graph (a TensorFlow
     checkpoint restore), not by their order in a flat list, which differs
-    between a freshly built model and one loaded back. A base with another
-    architecture (the recipe changed) cannot be copied: the model then trains
-    from scratch.
+    between a freshly built model and one loaded back. `model` must not be
+    compiled yet (`components.model.build_layers`): every object it has must
+    have a value in the checkpoint, and an optimizer's step counter has none in
+    a served model. A base with another architecture (the recipe changed)
+    cannot be copied: the model then trains from scratch.
     """
     checkpoint = tf.io.gfile.join(base_model_dir, tf.saved_model.VARIABLES_DIRECTORY, "variables")
     try:
@@ -133,13 +136,15 @@ def run_fn(fn_args: FnArgs) -> None:
     epochs, model = config.epochs, None
     if config.warm_start and fn_args.base_model:
         epochs = config.warm_start_epochs
-        model = build_model(config, steps_per_epoch, epochs, config.warm_start_learning_rate)
+        model = build_layers(config, steps_per_epoch * epochs)
         why_not = warm_start_from(model, fn_args.base_model)
+        write_warm_start(fn_args.model_run_dir, WarmStart(fn_args.base_model, why_not is None, why_not))
         if why_not:
             logging.warning("no warm start: %s; training from scratch", why_not)
             epochs, model = config.epochs, None
         else:
             logging.info("warm start from %s: %d epochs", fn_args.base_model, epochs)
+            compile_model(model, config, steps_per_epoch, epochs, config.warm_start_learning_rate)
     model = model or build_model(config, steps_per_epoch)
     callbacks = [
         tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),

@@ -23,6 +23,7 @@ from ml_metadata.proto import metadata_store_pb2
 from core.config import PipelineConfig
 from core.errors import InputError
 from core.vocabulary import MANIFEST_NAME
+from core.warm_start import read_warm_start
 from pipeline import nodes
 from pipeline.metadata import OUTPUT_EVENTS, Metadata, open_store, properties, span_of
 from pipeline.report import accuracy_by_slice
@@ -145,6 +146,9 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
     image_statistics = metadata.one(statistics.id, "statistics", OUTPUT_EVENTS) if statistics else None
     trainer_config = json.loads(properties(trainer).get("custom_config") or "{}")
     base_model = metadata.one(trainer.id, "base_model")
+    model_run = metadata.one(trainer.id, "model_run", OUTPUT_EVENTS)
+    warm_start = read_warm_start(model_run.uri) if model_run else None
+    restored = warm_start is None or warm_start.restored  # no record: a run from before it was kept
     data_dir = properties(metadata.producer(window[-1]) or trainer).get("input_base")
     evaluation = _gate_facts(metadata, pusher, "model_blessing")
     evaluator = metadata.producer(metadata.one(pusher.id, "model_blessing")) if evaluation.node else None
@@ -157,7 +161,7 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
         trainer_execution=trainer.id,
         hyperparameters=trainer_config.get("training", {}),
         code_fingerprint=trainer_config.get("code_fingerprint"),
-        warm_started_from=base_model.uri if base_model else None,
+        warm_started_from=base_model.uri if base_model and restored else None,
         evaluation=evaluation,
         serving_check=_gate_facts(metadata, pusher, "infra_blessing"),
         transform_execution=transform.id,

@@ -6,9 +6,13 @@ when the engine does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import tempfile
 import time
+from collections.abc import Iterator
 
 import tensorflow as tf
 from absl import logging as absl_logging
@@ -73,6 +77,29 @@ def check_inputs(config: PipelineConfig) -> None:
         raise InputError(f"{config.schema_path}: curated schema not found")
 
 
+@contextlib.contextmanager
+def run_temp_dir() -> Iterator[str]:
+    """Point the run's temporary files (this process and Beam's workers) at one directory, deleted after.
+
+    TFX 1.16 repackages its own installation as a 52 MB sdist under the system
+    temp dir every time a Beam component's executor starts
+    (`tfx.utils.dependency_utils.build_ephemeral_package`, meant for remote
+    Beam workers; the DirectRunner ignores it) and never deletes it: a run
+    left about 400 MB behind, and a daily loop fills the disk.
+    """
+    previous_tempdir, previous_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="fmnist-run-") as path:
+        tempfile.tempdir = os.environ["TMPDIR"] = path
+        try:
+            yield path
+        finally:
+            tempfile.tempdir = previous_tempdir
+            if previous_env is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = previous_env
+
+
 class PipelineFailedError(PipelineError):
     """A component failed; `report` still says what ran, and the message what broke."""
 
@@ -97,7 +124,8 @@ def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
         started = time.monotonic()
         error: Exception | None = None
         try:
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, plan))
+            with run_temp_dir():
+                tfx.orchestration.LocalDagRunner().run(create_pipeline(config, plan))
         except Exception as err:  # a component failed: the report says which, the error says why
             error = err
         report = dataclasses.replace(

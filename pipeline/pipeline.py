@@ -19,8 +19,6 @@ how it executes, and which span it runs on (`SpanPlan`, from
 
 from __future__ import annotations
 
-import json
-
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import path_pb2, schema_pb2
 from tfx import v1 as tfx
@@ -123,10 +121,7 @@ def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
             ),
             # Per class, as a one-vs-rest binary problem: precision, recall, accuracy.
             tfma.MetricsSpec(
-                metrics=[
-                    tfma.MetricConfig(class_name=name, config=json.dumps(settings))
-                    for name, settings in evaluation_metrics.PER_CLASS_METRIC_CONFIG.items()
-                ],
+                metrics=evaluation_metrics.per_class_metric_configs(),
                 binarize=tfma.BinarizationOptions(class_ids={"values": list(range(NUM_CLASSES))}),
             ),
         ],

@@ -31,6 +31,7 @@ from components.evaluation_metrics import (
 from core import storage
 from core.config import PipelineConfig
 from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
+from core.warm_start import read_warm_start
 from pipeline import nodes
 from pipeline.metadata import Metadata, open_store, properties, store_exists
 from pipeline.plots import save_confusion_matrix, save_reliability_diagram
@@ -77,6 +78,7 @@ class ModelFacts:
     pushed_path: str | None = None
     pushed_version: str | None = None
     warm_started_from: str | None = None  # the served model whose weights the Trainer started from
+    not_warm_started_because: str | None = None  # the Trainer was offered one, but trained from scratch
     baseline_model: str | None = None  # the served model the Evaluator measured it against
 
 
@@ -114,7 +116,7 @@ def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
     """Overall accuracy, example count and calibration error, accuracy per class, and per class
     TFMA's binarized precision, recall and accuracy, from TFMA's metrics."""
     result: dict[str, Any] = {"per_class": {}, "per_class_binary": {}}
-    binary_names = set(PER_CLASS_METRICS.values())
+    binary_names = {metric.key for metric in PER_CLASS_METRICS.values()}
     for slice_metrics in tfma.load_metrics(evaluation_uri):
         candidate = [
             kv
@@ -241,6 +243,10 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
         facts.update(accuracy_by_slice(artifact.uri), evaluation_uri=artifact.uri)
         facts["calibration"] = calibration_buckets(artifact.uri)
         facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
+    elif artifact.type == "ModelRun":
+        warm_start = read_warm_start(artifact.uri)
+        if warm_start is not None and not warm_start.restored:
+            facts["not_warm_started_because"] = warm_start.why_not
     elif artifact.type == "ModelBlessing":
         facts["blessed"] = props.get("blessed") == 1
     elif artifact.type == "InfraBlessing":
@@ -272,6 +278,8 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
             found = metadata.one(execution.id, key)
             if found is not None:
                 facts[fact] = found.uri
+    if facts.get("not_warm_started_because"):  # offered the served model, but trained from scratch
+        facts.pop("warm_started_from", None)
     if facts.get("blessed") is False and facts.get("evaluation_uri"):
         facts["not_blessed_because"] = validation_failures(facts["evaluation_uri"])
     drift = facts.pop("drift", [])
@@ -312,6 +320,8 @@ def format_report(report: RunReport) -> str:
     model = report.model
     if model.warm_started_from:
         lines.append(f"warm-started from the served model {model.warm_started_from}")
+    if model.not_warm_started_because:
+        lines.append(f"trained from scratch, not warm-started: {model.not_warm_started_because}")
     if model.accuracy is not None:
         against = f"; measured against {model.baseline_model}" if model.baseline_model else ""
         lines.append(f"test accuracy: {model.accuracy:.4f} on {model.examples} gold examples{against}")

@@ -3,6 +3,7 @@
 import gzip
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -105,19 +106,23 @@ def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     add_stray_files(workdir / "data")
     config = tiny_config(workdir, workdir / "data")
     served = Path(config.serving_dir)
-    first = run(config)
-    served_after_first = snapshot(served)
-    second = run(config)
-    served_after_second = snapshot(served)
-    third = run(config)
-    served_after_third = snapshot(served)
-    strict = replace(
-        tiny_config(workdir, workdir / "data", accuracy_floor=0.99),
-        training={"learning_rate": 1e-2},  # a changed recipe: a new candidate is trained
-        # must beat the served model by a whole point overall and in every class: both change gates fail
-        evaluation={"max_accuracy_drop": -1.0, "max_class_drop": -1.0},
-    )
-    fourth = run(strict)
+    system_temp = tmp_path_factory.mktemp("system-temp")  # watched: a run must leave nothing here
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(system_temp))
+        patch.setenv("TMPDIR", str(system_temp))
+        first = run(config)
+        served_after_first = snapshot(served)
+        second = run(config)
+        served_after_second = snapshot(served)
+        third = run(config)
+        served_after_third = snapshot(served)
+        strict = replace(
+            tiny_config(workdir, workdir / "data", accuracy_floor=0.99),
+            training={"learning_rate": 1e-2},  # a changed recipe: a new candidate is trained
+            # must beat the served model by a whole point overall and in every class: both change gates fail
+            evaluation={"max_accuracy_drop": -1.0, "max_class_drop": -1.0},
+        )
+        fourth = run(strict)
     return {
         "config": config,
         "first": first,
@@ -128,4 +133,5 @@ def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "served_after_second": served_after_second,
         "served_after_third": served_after_third,
         "served_after_fourth": snapshot(served),
+        "left_in_system_temp": sorted(os.listdir(system_temp)),
     }

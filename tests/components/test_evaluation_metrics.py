@@ -48,18 +48,14 @@ def test_a_model_whose_confidence_matches_its_accuracy_scores_zero():
 
 def test_per_class_metrics_count_a_class_as_predicted_only_when_it_is_the_answer():
     """Binarized as the Evaluator does: class 2 is never the argmax, though its probability is 0.3-0.35."""
-    import json
-
     import pandas as pd
 
-    from components.evaluation_metrics import PER_CLASS_METRIC_CONFIG
+    from components.evaluation_metrics import per_class_metric_configs
 
     rows = [(0, [0.6, 0.1, 0.3]), (0, [0.5, 0.2, 0.3]), (1, [0.3, 0.4, 0.3]), (2, [0.45, 0.2, 0.35])]
     frame = pd.DataFrame({"label": [r[0] for r in rows], "prediction": [np.array(r[1]) for r in rows]})
     spec = tfma.MetricsSpec(
-        metrics=[
-            tfma.MetricConfig(class_name=n, config=json.dumps(c)) for n, c in PER_CLASS_METRIC_CONFIG.items()
-        ],
+        metrics=per_class_metric_configs(),
         binarize=tfma.BinarizationOptions(class_ids={"values": [0, 1, 2]}),
     )
     config = tfma.EvalConfig(

@@ -72,7 +72,9 @@ def test_the_second_span_trains_on_the_window_warm_started_and_gated_against_the
     assert sorted(span_of(a) for a in meta.artifacts(transform.id, "examples")) == [1, 2]
     served_model = meta.one(meta.producer(meta.pushed_models()[int(first.pushed_version)]).id, "model")
     trainer = latest_execution(meta, nodes.TRAINER)
-    assert meta.one(trainer.id, "base_model").id == served_model.id  # warm start from what serves
+    assert meta.one(trainer.id, "base_model").id == served_model.id  # offered what serves...
+    assert second.model.warm_started_from == served_model.uri  # ...and started from its weights
+    assert second.model.not_warm_started_because is None
     evaluator = latest_execution(meta, nodes.EVALUATOR)
     assert meta.one(evaluator.id, "baseline_model").id == served_model.id  # gated against what serves
     assert second.model.pushed is True
@@ -179,6 +181,11 @@ def test_a_run_with_no_new_span_is_fully_cached_and_pushes_nothing(pipeline_runs
     executed = {name: state for name, state in report.states().items() if name not in nodes.RESOLVERS}
     assert set(executed.values()) == {"CACHED"}, executed
     assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_second"]
+
+
+def test_runs_leave_nothing_in_the_system_temp_dir(pipeline_runs: dict):
+    # TFX's Beam executors each leave a 52 MB copy of TFX there unless the run cleans up (run_temp_dir).
+    assert pipeline_runs["left_in_system_temp"] == []
 
 
 def test_a_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs: dict):

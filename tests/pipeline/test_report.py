@@ -51,6 +51,15 @@ def test_format_report_says_why_a_model_was_not_pushed():
     assert text.endswith("pushed: no")
 
 
+def test_format_report_says_when_the_trainer_trained_from_scratch_instead_of_warm_starting():
+    started = format_report(RunReport(run_id="r1", model=ModelFacts(warm_started_from="/served/7")))
+    assert "warm-started from the served model /served/7" in started
+    scratch = RunReport(run_id="r2", model=ModelFacts(not_warm_started_because="the architecture differs"))
+    text = format_report(scratch)
+    assert "trained from scratch, not warm-started: the architecture differs" in text
+    assert "warm-started from" not in text
+
+
 def test_a_saved_report_reads_back_identically(tmp_path):
     from core.config import PipelineConfig
     from pipeline.report import save_report
