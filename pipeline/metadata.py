@@ -209,13 +209,15 @@ class Metadata:
         return self.executions(context.id) if context is not None else []
 
     def training_spans(self, model: metadata_store_pb2.Artifact) -> list[int]:
-        """The spans a model was trained on: Model <- Trainer <- transformed examples <- Transform."""
+        """The spans a model was trained on: Model <- Trainer <- transformed examples <- Transform.
+
+        Each transformed-examples artifact leads back to the same Transform run, so a span is
+        counted once.
+        """
         trainer = self.producer(model)
-        spans = []
-        for transformed in self.artifacts(trainer.id, "examples") if trainer else []:
-            transform = self.producer(transformed)
-            spans += [span_of(a) for a in self.artifacts(transform.id, "examples")] if transform else []
-        return sorted(spans)
+        transformed = self.artifacts(trainer.id, "examples") if trainer else []
+        transforms = [t for t in map(self.producer, transformed) if t is not None]
+        return sorted({span_of(a) for t in transforms for a in self.artifacts(t.id, "examples")})
 
     def model_before(
         self, model: metadata_store_pb2.Artifact, warm_started_from: bool

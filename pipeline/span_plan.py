@@ -13,10 +13,15 @@ span is checked against the ones before it:
 
 A span the schema gate, the drift gate or the label gate refused is never
 trained on: it is excluded from every training window. So is a span whose
-models the Evaluator refused every time (a model trained on it as the newest
-span was never blessed): a bad day that gets past the data gates would
-otherwise stay in every later window. It joins the windows again once a model
-trained on it is blessed.
+models the Evaluator refused every time it measured them against a served
+model (a model trained on it as the newest span was never blessed): a bad day
+that gets past the data gates would otherwise stay in every later window. It
+joins the windows again once a model trained on it is blessed. Before any
+model serves, a refusal (the accuracy floor) says the window is still too
+small, not that the span is bad: the span stays, and the next day's model
+trains on more data. (The week benchmark found the cascade otherwise: a first
+day of 10,000 images just under the floor left the window, so the second day
+again trained on 10,000 images only, and was refused too.)
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ def _finished_spans(metadata: Metadata) -> set[int]:
 
 
 def _model_gate_verdicts(metadata: Metadata) -> tuple[set[int], set[int]]:
-    """Spans with a blessed model, and spans with a refused one (the newest span each model trained on)."""
+    """Spans with a blessed model, and spans with a model refused against a served one (the newest
+    span each model trained on)."""
     blessed, refused = set(), set()
     for execution in metadata.node_executions(EVALUATOR):
         if execution.last_known_state not in FINISHED:
@@ -71,7 +77,10 @@ def _model_gate_verdicts(metadata: Metadata) -> tuple[set[int], set[int]]:
         if model is None or not blessing:
             continue
         span = max(metadata.training_spans(model), default=0)
-        (blessed if properties(blessing[0]).get("blessed") == 1 else refused).add(span)
+        if properties(blessing[0]).get("blessed") == 1:
+            blessed.add(span)
+        elif metadata.one(execution.id, "baseline_model") is not None:
+            refused.add(span)
     return blessed, refused
 
 

@@ -64,6 +64,25 @@ def test_the_stable_version_never_changes_and_the_refused_span_never_trains(drif
     assert set(executed.values()) == {"CACHED"}, executed
 
 
+def test_a_first_model_under_the_floor_keeps_its_span_so_the_next_day_trains_on_more(
+    slice_data: Path, tmp_path: Path
+):
+    """Nothing serves yet: the floor refusal says "too little data", not "bad span"."""
+    shutil.copytree(slice_data, tmp_path / "data")
+    unreachable = tiny_config(tmp_path, tmp_path / "data", accuracy_floor=0.99)
+    first = run(unreachable)
+    assert first.model.blessed is False and not first.model.pushed
+    plan = plan_spans(unreachable)
+    assert (plan.span, plan.new, plan.refused, plan.previous) == (2, True, (), 1)
+
+    config = tiny_config(tmp_path, tmp_path / "data")
+    second = run(config)
+    assert second.span == 2 and second.model.pushed is True
+    meta = Metadata(open_store(config), config.pipeline_name)
+    (pushed,) = meta.pushed_models().values()
+    assert meta.training_spans(meta.one(meta.producer(pushed).id, "model")) == [1, 2]
+
+
 def test_the_baseline_is_the_stable_version_not_the_newest_blessed_one(pipeline_runs: dict):
     config = pipeline_runs["config"]
     meta = Metadata(open_store(config), config.pipeline_name)
