@@ -120,6 +120,7 @@ def one_day(name: str, day: str, workdir: Path, source: Path, extra: list[str], 
         "blessed": model.get("blessed"),
         "refused_at": refused_at(report),
         "why": model.get("not_blessed_because") or report.get("drift") or [],
+        "error": report.get("error"),  # the gate's own message when it stopped the run
         "pushed_version": model.get("pushed_version") if model.get("pushed") else None,
         "promoted": promoted,
         "stable": rollout.stable,
@@ -160,7 +161,7 @@ def plot(result: dict, path: Path) -> None:
         middle.plot(days, [r["wall_seconds"] for r in good], style, label=label)
     for r in result["warm_start"]:
         if not r["day"].isdigit():
-            where = (0.02, 0.06 if "inverted" in r["day"] else 0.14)
+            where = (0.55, 0.06 if "inverted" in r["day"] else 0.14)
             text = f"bad day ({r['day']}): {r['refused_at'] or 'NOT refused'}"
             top.annotate(text, where, xycoords="axes fraction", fontsize=8, color="#b2182b")
     top.set_ylabel("gold test accuracy")
@@ -178,10 +179,10 @@ def plot(result: dict, path: Path) -> None:
 def per_class_heatmap(axes, runs: list[dict]) -> None:
     """Per-class gold accuracy of every warm-started candidate that was trained (refused ones included)."""
     grid = np.array([[r["per_class_accuracy"][name] for r in runs] for name in CLASS_NAMES])
-    image = axes.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    image = axes.imshow(grid, cmap="viridis", vmin=0.6, vmax=1.0, aspect="auto")
     for (row, column), value in np.ndenumerate(grid):
         axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                  color="white" if value < 0.6 else "black")  # fmt: skip
+                  color="white" if value < 0.8 else "black")  # fmt: skip
     axes.set_xticks(range(len(runs)), [r["day"] for r in runs], fontsize=8)
     axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES, fontsize=8)
     axes.set_title("warm start: per-class gold accuracy of each day's candidate", fontsize=10)
@@ -199,11 +200,11 @@ def print_table(result: dict) -> None:
     for name in ("warm_start", "from_scratch"):
         print(f"\n{name.replace('_', ' ')}")
         print(f"{'day':<17}{'wall s':>8}{'Trainer s':>10}{'epochs':>7}{'accuracy':>10}  {'outcome':<30}"
-              f"{'stable':>7}{'canary':>7}")  # fmt: skip
+              f"{'stable':>12}{'canary':>12}")  # fmt: skip
         for row in result[name]:
             accuracy = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-"
             trainer = f"{row['trainer_seconds']:.0f}" if row["trainer_seconds"] is not None else "-"
-            versions = f"{row['stable'] or '-':>7}{row['canary'] or '-':>7}"
+            versions = f"{row['stable'] or '-':>12}{row['canary'] or '-':>12}"
             print(f"{row['day']:<17}{row['wall_seconds']:>8.0f}{trainer:>10}{row['epochs_run']:>7}"
                   f"{accuracy:>10}  {outcome(row):<30}{versions}")  # fmt: skip
 
