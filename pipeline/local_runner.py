@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -77,6 +79,30 @@ def check_inputs(config: PipelineConfig) -> None:
         raise InputError(f"{config.schema_path}: curated schema not found")
 
 
+RUN_TEMP_PREFIX = "fmnist-run-"  # then the run's process id and a random part
+
+
+def remove_abandoned_run_temp_dirs(parent: str) -> list[str]:
+    """Delete the temp dirs of runs whose process is gone (killed hard, no cleanup ran); return them."""
+    removed = []
+    for path in glob.glob(os.path.join(parent, f"{RUN_TEMP_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(RUN_TEMP_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def run_temp_dir() -> Iterator[str]:
     """Point the run's temporary files (this process and Beam's workers) at one directory, deleted after.
@@ -86,10 +112,12 @@ def run_temp_dir() -> Iterator[str]:
     (`tfx.utils.dependency_utils.build_ephemeral_package`, meant for remote
     Beam workers; the DirectRunner ignores it) and never deletes it: a run
     starts up to six Beam executors (ExampleGens, StatisticsGens, Transform,
-    Evaluator), so up to 312 MB a run, and a daily loop fills the disk.
+    Evaluator), so up to 312 MB a run, and a daily loop fills the disk. A run
+    killed hard cannot clean up: the next run removes what it left.
     """
     previous_tempdir, previous_env = tempfile.tempdir, os.environ.get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="fmnist-run-") as path:
+    remove_abandoned_run_temp_dirs(tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-") as path:
         tempfile.tempdir = os.environ["TMPDIR"] = path
         try:
             yield path

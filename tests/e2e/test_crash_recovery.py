@@ -5,10 +5,12 @@ happens in this process. Each scenario costs about a minute.
 """
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +38,10 @@ run(tiny_config(sys.argv[1], sys.argv[2], learning_rate=float(sys.argv[3])))
 
 
 def start_run(workdir: Path, learning_rate: float) -> subprocess.Popen:
+    """The run in a child process whose temporary files go to `workdir/system-temp`, watched by the test."""
     command = [sys.executable, "-c", RUN_IN_CHILD, str(workdir), str(workdir / "data"), str(learning_rate)]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "TMPDIR": str(workdir / "system-temp")}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def running_nodes(config: PipelineConfig) -> set[str]:
@@ -66,8 +70,12 @@ def states(report) -> dict[str, str]:
 
 
 @pytest.fixture
-def workdir(slice_data: Path, tmp_path: Path) -> Path:
+def workdir(slice_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the slice; runs in this process use the same watched temp dir as the child runs."""
     shutil.copytree(slice_data, tmp_path / "data")
+    (tmp_path / "system-temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-temp"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "system-temp"))
     return tmp_path
 
 
@@ -77,7 +85,9 @@ def test_killed_during_transform_then_during_trainer_the_reruns_complete(workdir
     first = start_run(workdir, config.training.learning_rate)
     kill_during(first, config, "Transform")
     assert running_nodes(config) == {"Transform"}  # what the kill left behind
+    assert list((workdir / "system-temp").glob(f"fmnist-run-{first.pid}-*"))  # and its temp files
     report = run(config)
+    assert list((workdir / "system-temp").iterdir()) == []  # removed by the rerun
     assert report.rerun_after_killed == ["Transform"]
     assert report.span == 1  # the interrupted span runs again
     assert states(report)["StatisticsGen"] == "CACHED" and states(report)["SpanExampleGen"] == "CACHED"
