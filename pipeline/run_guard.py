@@ -62,6 +62,7 @@ def store_lock(config: PipelineConfig) -> Iterator[None]:
     except pymysql.MySQLError as err:
         raise PipelineError(f"ML Metadata at {config.metadata_location}: cannot be reached: {err}") from None
     name = f"fmnist:{config.pipeline_name}"[:64]
+    got = 0
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
@@ -74,7 +75,13 @@ def store_lock(config: PipelineConfig) -> Iterator[None]:
             )
         yield
     finally:
-        connection.close()  # the server releases the named lock with the connection
+        if got == 1:
+            # Released before the run returns: closing the connection releases it too, but only when
+            # the server gets round to the closed session, and a run started at once was refused.
+            # A connection already lost has released it.
+            with contextlib.suppress(pymysql.MySQLError), connection.cursor() as cursor:
+                cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
+        connection.close()
 
 
 @contextlib.contextmanager
