@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from cli.flags import add_config_flags, build_config
 from core.config import PipelineConfig
+from core.errors import InputError
 
 SERVING_FIELDS = ("workdir", "serving_dir", "model_name")
 
@@ -21,8 +23,12 @@ def register(commands, common: argparse.ArgumentParser) -> None:
             name,
             parents=[common],
             help=help_text,
-            description=f"{help_text[0].upper()}{help_text[1:]}, by rewriting <serving-dir>/models.config "
-            "(TF Serving's ModelServerConfig; servers polling it follow without a restart).",
+            description=f"{help_text[0].upper()}{help_text[1:]}. The state is <serving-dir>/<model>/"
+            "rollout.json, published as <serving-dir>/models.config (TF Serving's ModelServerConfig; "
+            "servers polling it follow without a restart). A label only moves to a version on disk; "
+            "a damaged file or a missing version is refused (exit 2) and nothing is written. Every "
+            "rollout command first re-publishes models.config when it does not match rollout.json "
+            "(a change killed between writing the two).",
         )
         if name == "labels":
             command.add_argument("--json", action="store_true", help="print JSON for machines")
@@ -31,7 +37,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def _where(args: argparse.Namespace) -> tuple[str, str]:
+    """The serving directory and model, with `models.config` made to agree with `rollout.json` first."""
+    from serving.rollout import republish_if_behind
+
     config = build_config(args, PipelineConfig)
+    note = republish_if_behind(config.serving_dir, config.model_name)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return config.serving_dir, config.model_name
 
 
@@ -52,13 +64,20 @@ def rollback_command(args: argparse.Namespace) -> int:
 
 
 def labels_command(args: argparse.Namespace) -> int:
-    from serving.rollout import read_rollout
+    """Print the state; exit 2 when a version it serves is not on disk (the server cannot load it)."""
+    from serving.rollout import missing_on_disk, read_rollout
 
-    rollout = read_rollout(*_where(args))
+    serving_dir, model = _where(args)
+    rollout = read_rollout(serving_dir, model)
+    missing = missing_on_disk(serving_dir, model, rollout)
     if args.json:
-        print(
-            json.dumps({"stable": rollout.stable, "canary": rollout.canary, "history": list(rollout.history)})
-        )
+        print(json.dumps({**rollout.to_json(), "missing": missing}))
     else:
         print(rollout.describe() if rollout.stable is not None else "nothing pushed yet")
+    if missing:
+        listed = ", ".join(f"{role} {version}" for role, version in missing.items())
+        raise InputError(
+            f"{model}: not on disk: {listed} (no saved_model.pb under {serving_dir}/{model}/<version>/); "
+            "a server cannot load them"
+        )
     return 0

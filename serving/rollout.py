@@ -12,6 +12,18 @@ files are replaced atomically (written beside, then renamed over), so a reader
 sees the old or the new file, never half of one; changes are serialised with
 a lock file.
 
+A change reads and checks everything before it writes anything: a damaged
+`rollout.json` or `models.config`, or a label that would move to a version
+not on disk (its directory deleted, or without its `saved_model.pb`), is an
+`InputError` naming the file or version, and neither file is touched.
+
+The pair stays consistent across a crash: `rollout.json` is the record and
+is renamed into place first; the model's entry in `models.config` is derived
+from it. A process killed between the two renames leaves `models.config`
+behind, and the next rollout command (a push, `promote`, `rollback` or
+`labels`) finds the entry differing from what `rollout.json` derives and
+re-publishes it before anything else.
+
 - a push: the new version becomes `canary`; the first version ever pushed
   becomes `stable` as well (there is nothing to protect yet);
 - `promote`: `stable` moves to the canary's version; the old stable is kept
@@ -27,9 +39,10 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -37,16 +50,22 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from core.config import is_uri
 from core.errors import InputError
-from core.versions import newest_version
+from core.versions import has_saved_model, newest_version, version_dirs
 
+log = logging.getLogger(__name__)
 ROLLOUT_FILE = "rollout.json"
 MODELS_CONFIG = "models.config"
 LOCK_FILE = ".rollout.lock"
-STABLE, CANARY = "stable", "canary"
+STABLE, CANARY, WAY_BACK = "stable", "canary", "way back"
+HISTORY = "history"
+HEADER = (
+    "# Written by the pipeline's Pusher and by `fmnist promote` / `fmnist rollback`\n"
+    "# (serving/rollout.py); TF Serving's ModelServerConfig in text format.\n"
+)
 
 
 class RolloutError(InputError):
-    """A promote or rollback with nothing to do; the message says what the state is."""
+    """A promote or rollback that cannot be done; the message says what the state is or what is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +78,13 @@ class Rollout:
 
     def served(self) -> list[int]:
         """Versions to keep loaded: stable, canary and the way back (the previous stable)."""
-        versions = {self.stable, self.canary, self.history[-1] if self.history else None}
-        return sorted(v for v in versions if v is not None)
+        return sorted(set(self.roles().values()))
+
+    def roles(self) -> dict[str, int]:
+        """Each version this state serves, by what it is to the rollout (stable, canary, way back)."""
+        back = self.history[-1] if self.history else None
+        return {name: v for name, v in ((STABLE, self.stable), (CANARY, self.canary), (WAY_BACK, back))
+                if v is not None}  # fmt: skip
 
     def labels(self) -> dict[str, int]:
         return {name: v for name, v in ((STABLE, self.stable), (CANARY, self.canary)) if v is not None}
@@ -68,6 +92,9 @@ class Rollout:
     def describe(self) -> str:
         back = f", way back: {self.history[-1]}" if self.history else ", no way back yet"
         return f"stable {self.stable}, canary {self.canary}{back}"
+
+    def to_json(self) -> dict:
+        return {STABLE: self.stable, CANARY: self.canary, HISTORY: list(self.history)}
 
 
 def rollout_path(serving_dir: str, model: str) -> str:
@@ -78,20 +105,73 @@ def models_config_path(serving_dir: str) -> str:
     return os.path.join(serving_dir, MODELS_CONFIG)
 
 
-def read_rollout(serving_dir: str, model: str) -> Rollout:
-    """The model's rollout state (empty before the first push)."""
-    path = rollout_path(serving_dir, model)
+def _is_version(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_rollout(data: bytes, path: str) -> Rollout:
+    """The state in a `rollout.json`'s bytes; InputError naming `path` and the field when it is damaged."""
+    if not data.strip():
+        raise InputError(f"{path}: empty file; expected a JSON object with stable, canary and history")
+    try:
+        state = json.loads(data.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
+        raise InputError(f"{path}: not JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise InputError(
+            f"{path}: expected a JSON object with stable, canary and history, got a {type(state).__name__}"
+        )
+    for name in (STABLE, CANARY):
+        if state.get(name) is not None and not _is_version(state[name]):
+            raise InputError(f"{path}: '{name}' must be a version number or null, got {state[name]!r}")
+    history = state.get(HISTORY, [])
+    if not isinstance(history, list) or not all(_is_version(v) for v in history):
+        raise InputError(f"{path}: '{HISTORY}' must be a list of version numbers, got {history!r}")
+    return Rollout(state.get(STABLE), state.get(CANARY), tuple(history))
+
+
+def _read(path: str) -> bytes | None:
+    """A file's bytes, or None when it does not exist."""
     if not tf.io.gfile.exists(path):
-        return Rollout()
-    with tf.io.gfile.GFile(path) as f:
-        data = json.load(f)
-    return Rollout(data.get(STABLE), data.get(CANARY), tuple(data.get("history", ())))
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+
+
+def read_rollout(serving_dir: str, model: str) -> Rollout:
+    """The model's rollout state (empty before the first push); InputError if `rollout.json` is damaged."""
+    path = rollout_path(serving_dir, model)
+    data = _read(path)
+    return Rollout() if data is None else parse_rollout(data, path)
 
 
 def served_version(serving_dir: str, model: str) -> int | None:
     """The version production traffic gets: the `stable` label, else the newest version on disk."""
     stable = read_rollout(serving_dir, model).stable
     return stable if stable is not None else newest_version(os.path.join(serving_dir, model))
+
+
+def _loadable(versions: dict[int, str], version: int) -> bool:
+    return version in versions and has_saved_model(versions[version])
+
+
+def missing_on_disk(serving_dir: str, model: str, rollout: Rollout) -> dict[str, int]:
+    """The versions `rollout` serves (by role) that have no version directory with a `saved_model.pb`.
+
+    TF Serving cannot load those: a label on one answers NOT_FOUND, and a
+    `specific` policy naming only missing versions unloads everything.
+    """
+    versions = version_dirs(os.path.join(serving_dir, model))
+    return {role: v for role, v in rollout.roles().items() if not _loadable(versions, v)}
+
+
+def _require_on_disk(serving_dir: str, model: str, version: int, role: str) -> None:
+    """RolloutError unless `version` can be loaded: a label must never move to a version that is gone."""
+    if not _loadable(version_dirs(os.path.join(serving_dir, model)), version):
+        where = os.path.join(serving_dir, model, str(version), "saved_model.pb")
+        raise RolloutError(
+            f"{model}: version {version} ({role}) is not on disk (no {where}); nothing changed"
+        )
 
 
 def replace_file(path: str, text: str) -> None:
@@ -117,14 +197,30 @@ def replace_file(path: str, text: str) -> None:
             os.remove(staging)
 
 
-def models_config_text(serving_dir: str, model: str, rollout: Rollout) -> str:
-    """`<serving_dir>/models.config` with this model's entry set from `rollout`; other models kept."""
-    config = model_server_config_pb2.ModelServerConfig()
+def read_models_config(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:
+    """`<serving_dir>/models.config`, parsed (empty when absent); InputError naming it when malformed."""
     path = models_config_path(serving_dir)
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            text_format.Parse(f.read(), config)
-    entries = config.model_config_list.config
+    config = model_server_config_pb2.ModelServerConfig()
+    data = _read(path)
+    if data is not None:
+        try:
+            text_format.Parse(data.decode("utf-8"), config)
+        except (text_format.ParseError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: not a valid ModelServerConfig ({err})") from None
+    return config
+
+
+def _with_rollout(
+    config: model_server_config_pb2.ModelServerConfig, serving_dir: str, model: str, rollout: Rollout
+) -> model_server_config_pb2.ModelServerConfig:
+    """A copy of `config` whose entry for `model` serves what `rollout` says; other models kept.
+
+    Only the fields the rollout owns are set (base path, platform, version
+    policy, labels); anything else a person put in the entry is kept.
+    """
+    updated = model_server_config_pb2.ModelServerConfig()
+    updated.CopyFrom(config)
+    entries = updated.model_config_list.config
     entry = next((c for c in entries if c.name == model), None) or entries.add(name=model)
     entry.base_path = os.path.join(serving_dir, model)
     entry.model_platform = "tensorflow"
@@ -132,11 +228,16 @@ def models_config_text(serving_dir: str, model: str, rollout: Rollout) -> str:
     entry.model_version_policy.specific.versions.extend(rollout.served())
     entry.version_labels.clear()
     entry.version_labels.update(rollout.labels())
-    header = (
-        "# Written by the pipeline's Pusher and by `fmnist promote` / `fmnist rollback`\n"
-        "# (serving/rollout.py); TF Serving's ModelServerConfig in text format.\n"
-    )
-    return header + text_format.MessageToString(config)
+    return updated
+
+
+def _text(config: model_server_config_pb2.ModelServerConfig) -> str:
+    return HEADER + text_format.MessageToString(config)
+
+
+def models_config_text(serving_dir: str, model: str, rollout: Rollout) -> str:
+    """`<serving_dir>/models.config` with this model's entry set from `rollout`; other models kept."""
+    return _text(_with_rollout(read_models_config(serving_dir), serving_dir, model, rollout))
 
 
 @contextlib.contextmanager
@@ -154,28 +255,65 @@ def _locked(serving_dir: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _publish(serving_dir: str, model: str, rollout: Rollout) -> None:
-    state = {STABLE: rollout.stable, CANARY: rollout.canary, "history": list(rollout.history)}
-    replace_file(rollout_path(serving_dir, model), json.dumps(state, indent=2) + "\n")
-    replace_file(models_config_path(serving_dir), models_config_text(serving_dir, model, rollout))
+def _republish_if_behind(
+    serving_dir: str, model: str, rollout: Rollout, config: model_server_config_pb2.ModelServerConfig
+) -> str | None:
+    """Re-publish the model's entry when it is not what `rollout` (the record) derives; say so, or None.
+
+    The only way they differ is a change killed between its two renames (or
+    a hand edit of this model's entry, which the next change would replace
+    anyway); `models.config` is then behind, and what the server loads is
+    not what `rollout.json` and `fmnist labels` say.
+    """
+    published = _with_rollout(config, serving_dir, model, rollout)
+    if rollout == Rollout() or published == config:
+        return None
+    path = models_config_path(serving_dir)
+    replace_file(path, _text(published))
+    note = (
+        f"{path}: re-published from {rollout_path(serving_dir, model)} ({rollout.describe()}); its "
+        f"entry for '{model}' did not match (a change was interrupted between writing the two files)"
+    )
+    log.warning(note)
+    return note
 
 
-def _change(serving_dir: str, model: str, change) -> Rollout:
+def republish_if_behind(serving_dir: str, model: str) -> str | None:
+    """`models.config` made to agree with `rollout.json` again after an interrupted change (see above)."""
+    if read_rollout(serving_dir, model) == Rollout():
+        return None  # nothing pushed yet: nothing to publish, and no lock file to leave behind
     with _locked(serving_dir):
-        rollout = change(read_rollout(serving_dir, model))
-        _publish(serving_dir, model, rollout)
+        rollout = read_rollout(serving_dir, model)
+        return _republish_if_behind(serving_dir, model, rollout, read_models_config(serving_dir))
+
+
+def _change(serving_dir: str, model: str, change: Callable[[Rollout], Rollout]) -> Rollout:
+    """Apply `change` to the state under the lock: read and check everything, then write both files.
+
+    `rollout.json` goes first: killed before the second rename, the next
+    command finds `models.config` behind and re-publishes it.
+    """
+    with _locked(serving_dir):
+        current = read_rollout(serving_dir, model)
+        config = read_models_config(serving_dir)
+        _republish_if_behind(serving_dir, model, current, config)
+        rollout = change(current)
+        config_text = _text(_with_rollout(config, serving_dir, model, rollout))
+        replace_file(rollout_path(serving_dir, model), json.dumps(rollout.to_json(), indent=2) + "\n")
+        replace_file(models_config_path(serving_dir), config_text)
         return rollout
 
 
 def push_canary(serving_dir: str, model: str, version: int) -> Rollout:
     """A newly pushed version becomes the canary (and stable too, when nothing is stable yet)."""
-    return _change(
-        serving_dir,
-        model,
-        lambda r: dataclasses.replace(
-            r, canary=version, stable=r.stable if r.stable is not None else version
-        ),
-    )
+
+    def change(rollout: Rollout) -> Rollout:
+        _require_on_disk(serving_dir, model, version, "the pushed version")
+        return dataclasses.replace(
+            rollout, canary=version, stable=rollout.stable if rollout.stable is not None else version
+        )
+
+    return _change(serving_dir, model, change)
 
 
 def promote(serving_dir: str, model: str) -> Rollout:
@@ -184,6 +322,7 @@ def promote(serving_dir: str, model: str) -> Rollout:
     def change(rollout: Rollout) -> Rollout:
         if rollout.canary is None or rollout.canary == rollout.stable:
             raise RolloutError(f"{model}: nothing to promote ({rollout.describe()})")
+        _require_on_disk(serving_dir, model, rollout.canary, "the canary")
         return Rollout(rollout.canary, rollout.canary, (*rollout.history, rollout.stable))
 
     return _change(serving_dir, model, change)
@@ -196,6 +335,7 @@ def rollback(serving_dir: str, model: str) -> Rollout:
         if not rollout.history:
             raise RolloutError(f"{model}: nothing to roll back to ({rollout.describe()})")
         previous = rollout.history[-1]
+        _require_on_disk(serving_dir, model, previous, "the way back")
         return Rollout(previous, previous, rollout.history[:-1])
 
     return _change(serving_dir, model, change)
