@@ -7,7 +7,7 @@ import argparse
 from cli.flags import add_config_flags, at_least, build_config
 from core.config import PipelineConfig
 from core.errors import InputError
-from core.paths import writable_directory
+from core.paths import output_directory, writable_directory
 from core.vocabulary import MODEL_NAME
 
 PATH_FIELDS = ("workdir", "data_dir")
@@ -52,7 +52,11 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         description="Write labelled images as the next span <data-dir>/span-N/ (checked, checksummed; a bad "
         "input writes nothing). INPUT is a folder of class subfolders (named 0-9 or by class name, "
         "e.g. T-shirt_top) of PNG/JPEG files; or an IDX images file, or a .npy array of images, with "
-        "--labels; or request logs of the served model with --labels, a CSV of request_id,label.",
+        "--labels; or request logs of the served model with --labels, a CSV of request_id,label. "
+        "Pictures are taken as they are, never converted in a way that changes a pixel: each must be "
+        "28x28 and 8-bit grey; RGB, RGBA and palette pictures are read only when every pixel is grey "
+        "(equal channels) and fully opaque. Any other size, 16-bit samples, colour, transparency or "
+        "several frames is refused (exit 2, naming the file and what is wrong).",
     )
     add.add_argument(
         "input", help="class-folder tree, IDX images, .npy images, or request logs (dir or file)"
@@ -141,9 +145,9 @@ def add_command(args: argparse.Namespace) -> int:
     from ingest.spans import write_span
 
     config = build_config(args, PipelineConfig)
-    writable_directory(config.data_dir, "--data-dir")
-    images, labels, source = _labelled(args)
-    manifest = write_span(config.data_dir, images, labels, source, shards=args.shards)
+    with output_directory(config.data_dir, "--data-dir"):  # a refused input leaves no empty directory
+        images, labels, source = _labelled(args)
+        manifest = write_span(config.data_dir, images, labels, source, shards=args.shards)
     counts = ", ".join(f"{n}" for n in manifest.class_counts)
     print(
         f"wrote span {manifest.span} to {config.data_dir}: {manifest.examples} images (per class: {counts})"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.image_files import is_picture, load_images, read_bytes
+from core.image_files import is_picture, load_images, read_bytes, read_npy
 from core.vocabulary import CLASS_NAMES, MODEL_NAME, NUM_CLASSES
 from serving.request_log import read_request_logs
 
@@ -70,12 +70,7 @@ def read_labels_file(path: str) -> np.ndarray:
     """Labels from a `.npy` array of integers, an IDX labels file, or text with one label per line."""
     name = path.lower()
     if name.endswith(".npy"):
-        import io
-
-        try:
-            array = np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
-        except ValueError as err:
-            raise InputError(f"{path}: not a .npy array of labels: {err}") from err
+        array = read_npy(read_bytes(path), path, "labels")
         if array.ndim != 1 or array.dtype.kind not in "iu":
             raise InputError(
                 f"{path}: labels must be a 1-D array of whole numbers, got {array.dtype} {list(array.shape)}"

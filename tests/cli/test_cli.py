@@ -181,6 +181,19 @@ def test_unusable_paths_and_arrays_exit_2_naming_them_before_any_work(argv, mess
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even an empty report directory
 
 
+@pytest.mark.parametrize("command", [["predict"], ["drift", "--no-model", "--workdir", "{work}"]])
+def test_predict_and_drift_refuse_the_pictures_data_add_refuses(command, tmp_path: Path, capsys):
+    from PIL import Image
+
+    picture = tmp_path / "big.png"
+    Image.new("L", (64, 64), 9).save(picture)  # was resized to 28x28 and answered
+    before = sorted(tmp_path.rglob("*"))
+    argv = [command[0], str(picture), *(a.format(work=tmp_path / "work") for a in command[1:])]
+    assert main(argv) == EXIT_BAD_INPUT
+    assert f"{picture}: 64x64 pixels; expected 28x28" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_run_without_prepared_data_names_the_directory(tmp_path: Path, capsys):
     code = main(["run", "--workdir", str(tmp_path)])
     assert code == EXIT_BAD_INPUT

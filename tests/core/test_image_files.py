@@ -1,5 +1,6 @@
 """Images from files people have: every reader gives uint8 [n, 28, 28] or a clear error (exit code 2)."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,158 @@ def test_arrays_that_would_be_misread_are_refused(tmp_path: Path, array: np.ndar
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")) as failure:
         load_images(str(tmp_path / "x.npy"))
     assert str(tmp_path / "x.npy") in str(failure.value)
+
+
+def png_bytes(width: int, height: int, depth: int = 8, colour: int = 0, raw: bytes | None = None) -> bytes:
+    """A PNG written by hand: what PIL will not write (16-bit RGB), or a header claiming far more
+    pixels than its few bytes of data hold (a decompression bomb). `colour` is PNG's colour type."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
+    row = b"\x00" + bytes(width * channels * depth // 8)  # filter byte, then samples
+    raw = raw if raw is not None else row * min(height, 16)
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def saved(image, path: Path, **options) -> Path:
+    image.save(path, **options)
+    return path
+
+
+def rgb16_png(path: Path) -> Path:
+    """28x28 16-bit RGB, equal channels: 32768 and 65535, which an 8-bit reduction makes both 255."""
+    import struct
+
+    row = b"\x00" + b"".join(struct.pack(">HHH", v, v, v) for v in [32768, 65535] * 14)
+    path.write_bytes(png_bytes(28, 28, depth=16, colour=2, raw=row * 28))
+    return path
+
+
+def jpeg_claiming(path: Path, width: int, height: int) -> Path:
+    """A 28x28 grey JPEG whose frame header (SOF0) is made to declare `width` x `height`."""
+    import struct
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), 9).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def picture_cases():
+    """(name, writer of a picture into a directory, what the refusal says) for every lossy conversion."""
+    from PIL import Image
+
+    grey = np.full((28, 28), 200, np.uint8)
+    rgba = np.dstack([grey, grey, grey, np.zeros_like(grey)])  # fully transparent
+    colour = np.dstack([grey, grey // 2, grey])
+    return [
+        ("1x1", lambda d: saved(Image.new("L", (1, 1), 9), d / "tiny.png"), "1x1 pixels; expected 28x28"),
+        ("64x64", lambda d: saved(Image.new("L", (64, 64), 9), d / "big.png"), "64x64 pixels"),
+        ("10x4000", lambda d: saved(Image.new("L", (10, 4000), 9), d / "tall.png"), "10x4000 pixels"),
+        ("16-bit grey", lambda d: saved(Image.fromarray(np.full((28, 28), 32768, np.uint16)), d / "g16.png"),
+         "16-bit samples"),
+        ("16-bit RGB", lambda d: rgb16_png(d / "rgb16.png"), "16-bit samples"),
+        ("transparent", lambda d: saved(Image.fromarray(rgba, "RGBA"), d / "clear.png"),
+         "transparent (784 pixels with alpha below 255)"),
+        ("half-transparent grey", lambda d: saved(Image.fromarray(grey).convert("LA").point(
+            lambda v: v // 2), d / "la.png"), "transparent"),
+        ("colour", lambda d: saved(Image.fromarray(colour, "RGB"), d / "colour.png"),
+         "a colour image (784 pixels whose red, green and blue differ)"),
+        ("colour JPEG", lambda d: saved(Image.fromarray(colour, "RGB"), d / "colour.jpg", quality=100),
+         "a colour image"),
+        ("CMYK JPEG", lambda d: saved(Image.new("CMYK", (28, 28)), d / "print.jpg"), "CMYK pixels"),
+        ("animated", lambda d: saved(Image.new("L", (28, 28), 1), d / "anim.png", save_all=True,
+                                     append_images=[Image.new("L", (28, 28))]),
+         "2 frames; expected one picture"),
+        ("bomb", lambda d: (d / "bomb.png").write_bytes(png_bytes(20000, 20000)) and d / "bomb.png",
+         "20000x20000 pixels"),
+        ("large", lambda d: (d / "large.png").write_bytes(png_bytes(10000, 10000)) and d / "large.png",
+         "10000x10000 pixels"),
+        ("JPEG bomb", lambda d: jpeg_claiming(d / "bomb.jpg", 20000, 20000), "too large to decode"),
+        ("large JPEG", lambda d: jpeg_claiming(d / "large.jpg", 10000, 10000), "too large to decode"),
+        ("64x64 JPEG", lambda d: jpeg_claiming(d / "big.jpg", 64, 64), "64x64 pixels; expected 28x28"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("write", "message"), [c[1:] for c in picture_cases()], ids=[c[0] for c in picture_cases()]
+)
+def test_pictures_are_never_resized_reduced_or_flattened_but_refused(tmp_path: Path, write, message: str):
+    path = write(tmp_path)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as failure:
+        load_images(str(path))
+    assert str(failure.value).startswith(f"{path}: ")
+
+
+def test_the_bomb_is_small_and_refused_from_its_header(tmp_path: Path):
+    (tmp_path / "bomb.png").write_bytes(png_bytes(20000, 20000))
+    assert (tmp_path / "bomb.png").stat().st_size < 25_000  # 400 million pixels claimed
+    with pytest.raises(InputError, match="expected 28x28"):
+        load_images(str(tmp_path / "bomb.png"))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "1"])
+def test_grey_pictures_in_every_lossless_encoding_give_their_exact_pixels(tmp_path: Path, images, mode):
+    from PIL import Image
+
+    grey = Image.fromarray(images[0])
+    if mode == "P":  # a palette of the 256 greys: indices are the grey values
+        picture = Image.frombytes("P", grey.size, grey.tobytes())
+        picture.putpalette([v for i in range(256) for v in (i, i, i)])
+        expected = images[:1]
+    elif mode == "1":  # one bit per pixel: 0 or full ink, as PNG defines it
+        picture = grey.point(lambda v: 255 if v > 127 else 0).convert("1")
+        expected = np.where(images[:1] > 127, 255, 0).astype(np.uint8)
+    else:
+        picture, expected = grey.convert(mode), images[:1]  # grey in every channel, fully opaque
+    picture.save(tmp_path / "x.png")
+    np.testing.assert_array_equal(load_images(str(tmp_path / "x.png")), expected)
+
+
+def test_a_grey_jpeg_is_read_as_it_decodes(tmp_path: Path, images):
+    from PIL import Image
+
+    Image.fromarray(images[0]).save(tmp_path / "x.jpg", quality=95)
+    pixels = load_images(str(tmp_path / "x.jpg"))
+    assert pixels.shape == (1, 28, 28) and np.abs(pixels.astype(int) - images[:1]).mean() < 8
+
+
+def npy_claiming(
+    path: Path, shape: tuple[int, ...], dtype: str = "|u1", payload: bytes = b"\x00" * 784
+) -> Path:
+    """A .npy file whose header declares `shape` over only `payload` bytes of data."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+        f.write(payload)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((10**11, 28, 28), r"declares shape \(100000000000, 28, 28\) of uint8 \(78400000000000 bytes\)"),
+        ((2, 28, 28), r"declares shape \(2, 28, 28\) of uint8 \(1568 bytes\)"),  # cut short
+    ],
+)
+def test_a_npy_header_is_checked_against_the_file_before_anything_is_allocated(
+    tmp_path: Path, shape, message: str
+):
+    path = npy_claiming(tmp_path / "x.npy", shape)
+    with pytest.raises(InputError, match=message) as failure:
+        load_images(str(path))
+    assert str(failure.value).startswith(f"{path}: ")

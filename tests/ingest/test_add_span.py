@@ -16,6 +16,7 @@ from core.errors import EXIT_BAD_INPUT
 from core.examples import read_labelled_images
 from core.image_files import load_images
 from serving.request_log import RequestLogger
+from tests.core.test_image_files import npy_claiming, picture_cases
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +184,21 @@ def test_request_logs_joined_with_labels_people_assigned(images, tmp_path: Path,
             "is neither a class index 0..9 nor a class name",
         ),
         (lambda d, x, y: [str(d / "missing")], "missing: no such file or directory"),
+        (
+            lambda d, x, y: np.save(d / "x.npy", x)
+            or [str(d / "x.npy"), "--labels", str(npy_claiming(d / "y.npy", (10**9,), "<i8", b""))],
+            "y.npy: declares shape (1000000000,) of int64 (8000000000 bytes), but holds 0 bytes",
+        ),
     ],
-    ids=["no-labels", "label-range", "count-mismatch", "unit-floats", "unknown-class-folder", "missing"],
+    ids=[
+        "no-labels",
+        "label-range",
+        "count-mismatch",
+        "unit-floats",
+        "unknown-class-folder",
+        "missing",
+        "labels-npy-header-bomb",
+    ],
 )
 def test_bad_input_writes_nothing_and_exits_2(images, tmp_path: Path, capsys, make, message: str):
     data, labels = images
@@ -194,4 +208,21 @@ def test_bad_input_writes_nothing_and_exits_2(images, tmp_path: Path, capsys, ma
     workdir = tmp_path / "w"
     assert main(["data", "add", *argv, "--workdir", str(workdir)]) == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err
-    assert not list((workdir / "data").glob("span-*")) and not list((workdir / "data").glob(".tmp-*"))
+    assert not workdir.exists()  # no span, no staging directory, not even an empty data directory
+
+
+@pytest.mark.parametrize(
+    ("write", "message"), [c[1:] for c in picture_cases()], ids=[c[0] for c in picture_cases()]
+)
+def test_a_picture_that_would_be_changed_is_refused_naming_it(images, tmp_path: Path, capsys, write, message):
+    from PIL import Image
+
+    folder = tmp_path / "new"
+    (folder / "0").mkdir(parents=True)
+    Image.fromarray(images[0][0]).save(folder / "0" / "good.png")
+    bad = write(folder / "0")
+    workdir = tmp_path / "w"
+    assert main(["data", "add", str(folder), "--workdir", str(workdir)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"error: {bad}: " in err and message in err
+    assert not workdir.exists()
