@@ -14,6 +14,14 @@ Reading takes what is valid: a record cut short by a killed writer, a record
 that is not a PredictionLog, a request for another model (or version) are
 skipped and counted by reason, never a reason to discard the rest.
 
+What a record may claim is bounded by what it holds. TensorFlow reads a
+TensorProto with fewer values than its shape has elements by repeating the
+last value, so a 40-byte record declaring [2000000, 28, 28] would expand to
+1.5 GB and two million images. A logged tensor is read only when it carries
+exactly one value per element it declares (checked from its header, before
+anything is expanded), and a record yields at most `MAX_IMAGES_PER_RECORD`
+images; any other record is skipped and counted.
+
 Each logged image has a request id, `<log file name>:<record>:<image>`,
 stable for as long as the file exists: `fmnist data requests` exports the
 images under those ids for labelling, and `fmnist data add` joins the labels.
@@ -25,6 +33,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import threading
@@ -32,6 +41,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
 from core.errors import InputError
@@ -42,6 +52,10 @@ from core.vocabulary import EXAMPLES_INPUT, IMAGES_INPUT, PROBABILITIES_OUTPUT
 log = logging.getLogger(__name__)
 LOG_SUFFIX = ".tfrecord"
 ERROR_REPORT_EVERY = 1000  # after the first failed write, one log line per this many more
+# More than a 64 MB request (the server's default message limit) can carry at one byte per pixel
+# (85,598), so no record a server accepted by default is cut; a record claiming more is skipped.
+MAX_IMAGES_PER_RECORD = 100_000
+SHORTHAND_SKIP = "a tensor whose values do not match its declared shape"
 
 
 class RequestLogger:
@@ -176,11 +190,44 @@ class LogReading:
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
 
 
+class UnreadRecordError(Exception):
+    """A record that is not read; the message is the reason it is counted under."""
+
+
+def _carried(proto: tensor_pb2.TensorProto) -> int | None:
+    """How many values a tensor holds: its raw content, or its typed `*_val` list (one of them is used).
+
+    None when the raw content is no whole number of values (or its dtype, a string, has no fixed size).
+    """
+    if proto.tensor_content:
+        size = tf.as_dtype(proto.dtype).size
+        whole = size and len(proto.tensor_content) % size == 0
+        return len(proto.tensor_content) // size if whole else None
+    return sum(len(values) for field, values in proto.ListFields() if field.name.endswith("_val"))
+
+
+def _logged_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A logged tensor as an array, refused from its header unless it is whole and within the cap.
+
+    `UnreadRecordError` when it does not carry one value per declared element,
+    or its first dimension exceeds `MAX_IMAGES_PER_RECORD`: nothing is
+    expanded before both are known.
+    """
+    if proto.tensor_shape.unknown_rank or any(d.size < 0 for d in proto.tensor_shape.dim):
+        raise UnreadRecordError("a tensor of unknown or negative shape")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if _carried(proto) != math.prod(dims):
+        raise UnreadRecordError(SHORTHAND_SKIP)
+    if dims and dims[0] > MAX_IMAGES_PER_RECORD:
+        raise UnreadRecordError(f"more than {MAX_IMAGES_PER_RECORD} images in one record")
+    return tf.make_ndarray(proto)
+
+
 def _predict_images(request: predict_pb2.PredictRequest, where: str) -> np.ndarray | None:
     if IMAGES_INPUT in request.inputs:
-        return pixels_from_array(tf.make_ndarray(request.inputs[IMAGES_INPUT]), where)
+        return pixels_from_array(_logged_array(request.inputs[IMAGES_INPUT]), where)
     if EXAMPLES_INPUT in request.inputs:
-        serialized = tf.make_ndarray(request.inputs[EXAMPLES_INPUT]).reshape(-1)
+        serialized = _logged_array(request.inputs[EXAMPLES_INPUT]).reshape(-1)
         return checked_images(parse_example_pixels(serialized), where)
     return None
 
@@ -190,6 +237,8 @@ def _classify_images(request: classification_pb2.ClassificationRequest, where: s
     examples = getattr(request.input, kind).examples if kind else []
     if not examples:
         return None
+    if len(examples) > MAX_IMAGES_PER_RECORD:
+        raise UnreadRecordError(f"more than {MAX_IMAGES_PER_RECORD} images in one record")
     return checked_images(parse_example_pixels([e.SerializeToString() for e in examples]), where)
 
 
@@ -206,7 +255,7 @@ def _logged_request(log_record: prediction_log_pb2.PredictionLog, request_id: st
         images = _predict_images(log_record.predict_log.request, request_id)
         outputs = log_record.predict_log.response.outputs
         probabilities = (
-            tf.make_ndarray(outputs[PROBABILITIES_OUTPUT]) if PROBABILITIES_OUTPUT in outputs else None
+            _logged_array(outputs[PROBABILITIES_OUTPUT]) if PROBABILITIES_OUTPUT in outputs else None
         )
         spec = spec if spec.name else log_record.predict_log.request.model_spec
     elif kind == "classify_log":
@@ -244,6 +293,9 @@ def read_request_logs(
             request_id = f"{os.path.basename(file)}:{index}"
             try:
                 logged = _logged_request(prediction_log_pb2.PredictionLog.FromString(data), request_id)
+            except UnreadRecordError as skip:
+                skipped[str(skip)] += 1
+                continue
             except (InputError, ValueError, TypeError, tf.errors.OpError):
                 # DecodeError is a ValueError: not a PredictionLog, or images outside the project's format
                 skipped["not a request of this project's images"] += 1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import classification_pb2, predict_pb2
 
 from core.vocabulary import MODEL_NAME, NUM_CLASSES
@@ -88,3 +91,78 @@ def test_a_truncated_tail_and_other_models_records_are_skipped_not_fatal(tmp_pat
         "answered by another version (8)": 1,
         "truncated or corrupt record (the rest of its file)": 1,
     }
+
+
+def declaring(shape: list[int], dtype=types_pb2.DT_UINT8, **values) -> tensor_pb2.TensorProto:
+    """A tensor header claiming `shape`, with only the values given (TensorFlow repeats the last one)."""
+    proto = tensor_pb2.TensorProto(dtype=dtype, **values)
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape)
+    return proto
+
+
+def log_with(directory: Path, name: str, tensor: tensor_pb2.TensorProto) -> list[str]:
+    """One good request, then one whose input `name` (or output `probabilities`) is `tensor`."""
+    logger = RequestLogger(str(directory))
+    logger.log_predict(*exchange(images(1, 9)))
+    request, response = exchange(images(1, 9))
+    if name == "probabilities":
+        response.outputs[name].CopyFrom(tensor)
+    else:
+        del request.inputs["images"]
+        request.inputs[name].CopyFrom(tensor)
+    logger.log_predict(request, response)
+    logger.close()
+    return log_files(directory)
+
+
+SHORTHAND = "a tensor whose values do not match its declared shape"
+
+
+@pytest.mark.parametrize(
+    ("name", "tensor"),
+    [
+        ("images", declaring([10**9, 28, 28])),  # 40 bytes claiming 784 GB: MemoryError before
+        ("images", declaring([100_000, 28, 28], int_val=[7])),  # 78 MB from one value, 100,000 PNGs before
+        ("images", declaring([2, 28, 28], tensor_content=bytes(784))),  # content for one image of two
+        ("examples", declaring([1_000_000], types_pb2.DT_STRING, string_val=[b""])),
+        ("examples", declaring([1], types_pb2.DT_STRING, tensor_content=b"x")),  # strings have no size
+        ("images", declaring([1, 28, 28], tensor_content=bytes(785))),  # one byte too many
+        ("probabilities", declaring([10**9, 10], types_pb2.DT_FLOAT)),  # the answer, too
+    ],
+    ids=[
+        "no-values",
+        "one-value",
+        "short-content",
+        "one-example-repeated",
+        "string-content",
+        "long-content",
+        "probabilities",
+    ],
+)
+def test_a_record_whose_values_do_not_match_its_shape_is_skipped_and_counted(tmp_path: Path, name, tensor):
+    files = log_with(tmp_path / "logs", name, tensor)
+    assert os.path.getsize(files[0]) < 10_000  # a few bytes claim up to gigabytes
+    reading = read_request_logs(files)
+    assert [int(r.images.max()) for r in reading.requests] == [9]  # the good record is kept
+    assert reading.skipped == {SHORTHAND: 1}
+
+
+def test_a_record_with_more_images_than_one_record_may_hold_is_skipped(tmp_path: Path, monkeypatch):
+    import serving.request_log
+
+    monkeypatch.setattr(serving.request_log, "MAX_IMAGES_PER_RECORD", 3)
+    logger = RequestLogger(str(tmp_path / "logs"))
+    for count in (3, 4):  # whole tensors: every value is there
+        logger.log_predict(*exchange(images(count, count)))
+    classify = classification_pb2.ClassificationRequest()
+    for _ in range(4):
+        classify.input.example_list.examples.add().features.feature["image"].int64_list.value.extend(
+            [5] * 784
+        )
+    answer = classification_pb2.ClassificationResponse()
+    answer.model_spec.name = MODEL_NAME
+    logger.log_classify(classify, answer)
+    logger.close()
+    reading = read_request_logs(log_files(tmp_path / "logs"))
+    assert [len(r.images) for r in reading.requests] == [3]
+    assert reading.skipped == {"more than 3 images in one record": 2}
