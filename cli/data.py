@@ -79,9 +79,14 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "requests",
         parents=[common],
         help="export logged request images for labelling (PNG files and a CSV to fill in)",
-        description="Write each image of the request logs as <output>/<n>.png and <output>/labels.csv "
-        "(request_id,file,label with the label empty); fill in the labels, then `fmnist data add LOGS "
-        "--labels labels.csv`.",
+        description="Write each image of the request logs as <output>/<n>.png and a row of "
+        "<output>/labels.csv (request_id,file,label with the label empty); fill in the labels, then "
+        "`fmnist data add LOGS --labels labels.csv`. Safe to re-run while people label: an existing "
+        "labels.csv is never overwritten but merged: its rows stay exactly as they are (labels, order, "
+        "added columns), images it lists are not exported again, and only images new in the logs are "
+        "appended as new PNGs and rows. A labels.csv without the columns request_id,file,label is "
+        "refused (exit 2) and left alone. Log records that cannot be read (cut short, or declaring "
+        "more values than they carry) are skipped and counted.",
     )
     requests.add_argument("logs", help="request-log directory or file (PredictionLog TFRecords)")
     requests.add_argument("--output", required=True, help="directory for the PNG files and labels.csv")
@@ -156,27 +161,9 @@ def add_command(args: argparse.Namespace) -> int:
 
 
 def requests_command(args: argparse.Namespace) -> int:
-    import csv
-    import os
+    from ingest.labelling import export_for_labelling
 
-    from PIL import Image
-
-    from ingest.sources import log_files
-    from serving.request_log import read_request_logs
-
-    output = writable_directory(args.output, "--output")
-    reading = read_request_logs(log_files(args.logs), args.model)
-    rows = []
-    for request in reading.requests:
-        for image, image_id in zip(request.images, request.image_ids(), strict=True):
-            name = f"{len(rows):06d}.png"
-            Image.fromarray(image).save(os.path.join(output, name))
-            rows.append({"request_id": image_id, "file": name, "label": ""})
-    if not rows:
-        raise InputError(f"{args.logs}: no logged requests with images (skipped: {reading.skipped_text()})")
-    with open(os.path.join(output, "labels.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["request_id", "file", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"exported {len(rows)} images to {output}; fill in {output}/labels.csv, then `fmnist data add`")
+    with output_directory(args.output, "--output") as output:  # a refused export leaves no empty directory
+        export = export_for_labelling(args.logs, output, args.model)
+    print(export.summary())
     return 0

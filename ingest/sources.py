@@ -102,7 +102,8 @@ def from_files(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarr
 
 def read_label_csv(path: str) -> dict[str, int]:
     """request id -> label from a CSV with `request_id` and `label` columns."""
-    text = read_bytes(path).decode("utf-8", errors="replace")
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark that would hide `request_id`
+    text = read_bytes(path).decode("utf-8-sig", errors="replace")
     rows = list(csv.DictReader(text.splitlines()))
     if not rows or not {"request_id", "label"} <= set(rows[0]):
         raise InputError(f"{path}: expected a CSV with columns request_id,label")
