@@ -56,7 +56,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "Pictures are taken as they are, never converted in a way that changes a pixel: each must be "
         "28x28 and 8-bit grey; RGB, RGBA and palette pictures are read only when every pixel is grey "
         "(equal channels) and fully opaque. Any other size, 16-bit samples, colour, transparency or "
-        "several frames is refused (exit 2, naming the file and what is wrong).",
+        "several frames is refused (exit 2, naming the file and what is wrong). Examples an earlier span "
+        "holds already (the same input added twice, in any order) are refused (exit 2, naming that span) "
+        "unless --allow-duplicate; from request logs, labelled images an earlier span took are left out, "
+        "so the same labels.csv can be added again as people label more of it.",
     )
     add.add_argument(
         "input", help="class-folder tree, IDX images, .npy images, or request logs (dir or file)"
@@ -72,6 +75,12 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         help="with request logs: the model whose requests to read (default: %(default)s)",
     )
     add.add_argument("--shards", type=at_least(1), default=4, help="TFRecord files for the span (default: 4)")
+    add.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="add even when an earlier span holds the same examples (the same input again), and, with "
+        "request logs, labelled images an earlier span took (default: refused, exit 2, naming the span)",
+    )
     add_config_flags(add, PipelineConfig, PATH_FIELDS, "paths")
     add.set_defaults(handler=add_command)
 
@@ -117,12 +126,17 @@ def prepare_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled(args: argparse.Namespace):
-    """Images and labels from whatever `args.input` is (see `ingest.sources`), and a description."""
+def _labelled(args: argparse.Namespace, data_dir: str):
+    """Images and labels from whatever `args.input` is (see `ingest.sources`), as `ingest.sources.Labelled`.
+
+    From request logs, images an earlier span of `data_dir` took are left out
+    (unless --allow-duplicate), so a growing sheet of labels adds only its new rows.
+    """
     import os
 
     from core.image_files import is_picture
-    from ingest.sources import from_class_folders, from_files, from_request_logs, log_files
+    from ingest.sources import Labelled, from_class_folders, from_files, from_request_logs, log_files
+    from ingest.spans import request_ids_in_spans
     from serving.request_log import is_request_log
 
     path = args.input
@@ -132,18 +146,16 @@ def _labelled(args: argparse.Namespace):
     if logs:
         if not args.labels:
             raise InputError(f"{path}: request logs need --labels, a CSV of request_id,label")
-        return (
-            *from_request_logs(path, args.labels, args.model),
-            f"request logs {path} labelled by {args.labels}",
-        )
+        added = {} if args.allow_duplicate else request_ids_in_spans(data_dir)
+        return from_request_logs(path, args.labels, args.model, added)
     if os.path.isdir(path):
         if args.labels:
             raise InputError(f"--labels: not used with a folder of class subfolders ({path})")
-        return (*from_class_folders(path), f"class folders under {path}")
+        return Labelled(*from_class_folders(path), f"class folders under {path}")
     if not args.labels:
         kind = "image" if is_picture(path) else "images file"
         raise InputError(f"{path}: an {kind} needs --labels (or use a folder of class subfolders)")
-    return (*from_files(path, args.labels), f"{path} labelled by {args.labels}")
+    return Labelled(*from_files(path, args.labels), f"{path} labelled by {args.labels}")
 
 
 def add_command(args: argparse.Namespace) -> int:
@@ -151,8 +163,18 @@ def add_command(args: argparse.Namespace) -> int:
 
     config = build_config(args, PipelineConfig)
     with output_directory(config.data_dir, "--data-dir"):  # a refused input leaves no empty directory
-        images, labels, source = _labelled(args)
-        manifest = write_span(config.data_dir, images, labels, source, shards=args.shards)
+        labelled = _labelled(args, config.data_dir)
+        if labelled.note:
+            print(labelled.note)
+        manifest = write_span(
+            config.data_dir,
+            labelled.images,
+            labelled.labels,
+            labelled.source,
+            shards=args.shards,
+            request_ids=labelled.request_ids,
+            allow_duplicate=args.allow_duplicate,
+        )
     counts = ", ".join(f"{n}" for n in manifest.class_counts)
     print(
         f"wrote span {manifest.span} to {config.data_dir}: {manifest.examples} images (per class: {counts})"

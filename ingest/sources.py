@@ -18,7 +18,9 @@ line or folder) at fault.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -126,22 +128,59 @@ def log_files(path: str) -> list[str]:
     return [path]
 
 
+def _spans_text(spans: list[int]) -> str:
+    return ("span " if len(spans) == 1 else "spans ") + ", ".join(map(str, spans))
+
+
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+    """Images and labels read from one input, what it was, and (from request logs) the image ids taken."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+    request_ids: tuple[str, ...] = ()
+    note: str = ""  # what was left out, for the person running the command
+
+
 def from_request_logs(
-    logs: str, labels_csv: str, model_name: str = MODEL_NAME
-) -> tuple[np.ndarray, np.ndarray]:
-    """The logged images people labelled: request logs joined with a CSV of labels by request id."""
+    logs: str, labels_csv: str, model_name: str = MODEL_NAME, added: Mapping[str, int] | None = None
+) -> Labelled:
+    """The logged images people labelled: request logs joined with a CSV of labels by request id.
+
+    `added` maps image ids an earlier span took to that span: those are left
+    out, so a sheet people keep filling in can be added again and again,
+    each time with only its new rows, even after the logs of rows added
+    earlier have rotated away.
+    """
+    added = added or {}
     labels = read_label_csv(labels_csv)
     reading = read_request_logs(log_files(logs), model_name)
-    images, chosen, found = [], [], set()
+    images, chosen, ids, found = [], [], [], set()
     for request in reading.requests:
         for image, image_id in zip(request.images, request.image_ids(), strict=True):
-            if image_id in labels:
+            found.add(image_id)
+            if image_id in labels and image_id not in added:
                 images.append(image)
                 chosen.append(labels[image_id])
-                found.add(image_id)
-    unknown = sorted(set(labels) - found)
+                ids.append(image_id)
+    unknown = sorted(set(labels) - found - set(added))
     if unknown:
         raise InputError(
             f"{labels_csv}: {len(unknown)} request id(s) are not in the logs under {logs}, e.g. {unknown[:3]}"
         )
-    return np.stack(images), np.array(chosen, dtype=np.int64)
+    earlier = sorted({added[i] for i in labels if i in added})
+    if not ids:
+        raise InputError(
+            f"{labels_csv}: every labelled image is in a span already ({_spans_text(earlier)}); "
+            "nothing new to add (pass --allow-duplicate to add them again)"
+        )
+    left_out = sum(1 for i in labels if i in added)
+    note = f"left out {left_out} labelled images already in {_spans_text(earlier)}" if left_out else ""
+    return Labelled(
+        np.stack(images),
+        np.array(chosen, dtype=np.int64),
+        f"request logs {logs} labelled by {labels_csv}",
+        tuple(ids),
+        note,
+    )

@@ -5,6 +5,14 @@ ends here. The span is written under a hidden staging name beside the others
 and renamed into place only when every file and the manifest are written, so
 ImportExampleGen (which reads `span-{SPAN}/*.tfrecord.gz`) never sees part of
 a span, and a bad input leaves nothing behind.
+
+The same examples are not written twice by accident: the manifest records a
+fingerprint of the examples as a set (`examples_sha256`: the order they came
+in does not matter), and a span whose examples an earlier span holds already
+is refused naming that span, unless `allow_duplicate` (spans written before
+the fingerprint existed are compared by their files' SHA-256s). Spans from
+request logs also record the image ids they took (`request_ids`), so a sheet
+of labels that grows is added one new row at a time (`ingest.sources`).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +46,8 @@ class SpanManifest:
     class_counts: list[int]
     files: dict[str, str]
     written: str
+    examples_sha256: str = ""
+    request_ids: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,6 +73,61 @@ def check_labelled(images: np.ndarray, labels: np.ndarray, source: str) -> None:
         )
 
 
+class DuplicateSpanError(InputError):
+    """The examples are in an earlier span already; the message names it."""
+
+
+def examples_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of the examples as a set: each (image, label) hashed, the digests sorted, then hashed."""
+    rows = np.concatenate(
+        [images.reshape(len(images), -1), labels.astype("<i8").view(np.uint8).reshape(len(labels), -1)],
+        axis=1,
+    )
+    return hashlib.sha256(
+        b"".join(sorted(hashlib.sha256(row.tobytes()).digest() for row in rows))
+    ).hexdigest()
+
+
+def span_manifests(data_dir: str) -> dict[int, dict[str, Any]]:
+    """The manifest of every span on disk; a span whose manifest cannot be read is left out."""
+    found = {}
+    for span in spans_on_disk(data_dir):
+        try:
+            with open(os.path.join(span_dir(data_dir, span), MANIFEST_NAME)) as f:
+                found[span] = json.load(f)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def request_ids_in_spans(data_dir: str) -> dict[str, int]:
+    """Logged image id -> the span that took it, for every span written from request logs."""
+    return {
+        image_id: span
+        for span, manifest in span_manifests(data_dir).items()
+        for image_id in manifest.get("request_ids") or ()
+    }
+
+
+def _same_examples(data_dir: str, digest: str, files: dict[str, str] | None = None) -> int | None:
+    """The earlier span with these examples: the same fingerprint, or (for a span written before
+    fingerprints) the same files' SHA-256s when `files` is given."""
+    for span, manifest in span_manifests(data_dir).items():
+        recorded = manifest.get("examples_sha256")
+        earlier_files = sorted((manifest.get("files") or {}).values())
+        if recorded == digest or (files and not recorded and earlier_files == sorted(files.values())):
+            return span
+    return None
+
+
+def _refuse_duplicate(data_dir: str, span: int | None, source: str, examples: int) -> None:
+    if span is not None:
+        raise DuplicateSpanError(
+            f"{source}: span {span} ({span_dir(data_dir, span)}) holds these {examples} examples already; "
+            "nothing written (pass --allow-duplicate to add them again)"
+        )
+
+
 def sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,9 +143,19 @@ def write_span(
     source: str,
     span: int | None = None,
     shards: int = 4,
+    request_ids: Sequence[str] = (),
+    allow_duplicate: bool = False,
 ) -> SpanManifest:
-    """Write `images` and `labels` as span `span` (default: the next) of `data_dir`; return its manifest."""
+    """Write `images` and `labels` as span `span` (default: the next) of `data_dir`; return its manifest.
+
+    `request_ids`: the logged image ids the examples came from, if any.
+    Refused (`DuplicateSpanError`) when an earlier span holds the same
+    examples, unless `allow_duplicate`.
+    """
     check_labelled(images, labels, source)
+    digest = examples_sha256(images, labels)
+    if not allow_duplicate:
+        _refuse_duplicate(data_dir, _same_examples(data_dir, digest), source, len(images))
     span = span if span is not None else max(spans_on_disk(data_dir), default=0) + 1
     final = span_dir(data_dir, span)
     if os.path.exists(final):
@@ -96,7 +172,11 @@ def write_span(
             class_counts=np.bincount(labels, minlength=NUM_CLASSES).tolist(),
             files={os.path.basename(p): sha256_of(p) for p in paths},
             written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            examples_sha256=digest,
+            request_ids=list(request_ids),
         )
+        if not allow_duplicate:
+            _refuse_duplicate(data_dir, _same_examples(data_dir, digest, manifest.files), source, len(images))
         with open(os.path.join(staging, MANIFEST_NAME), "w") as f:
             json.dump(manifest.to_json(), f, indent=2)
         os.rename(staging, final)

@@ -53,7 +53,8 @@ def test_a_folder_of_class_subfolders_becomes_the_next_span(images, tmp_path: Pa
         Image.fromarray(image).save(sub / f"{i}.png")
     workdir = tmp_path / "w"
     assert main(["data", "add", str(folder), "--workdir", str(workdir)]) == 0
-    assert main(["data", "add", str(folder), "--workdir", str(workdir)]) == 0  # the next one: span 2
+    argv = ["data", "add", str(folder), "--workdir", str(workdir), "--allow-duplicate"]
+    assert main(argv) == 0  # the same images once more, on purpose: the next span, 2
     pixels, got, manifest = span_contents(workdir / "data", 2)
     want_pixels, want_labels = sort_by_pixels(data, labels)
     got_pixels, got_labels = sort_by_pixels(pixels, got)
@@ -226,3 +227,82 @@ def test_a_picture_that_would_be_changed_is_refused_naming_it(images, tmp_path: 
     err = capsys.readouterr().err
     assert f"error: {bad}: " in err and message in err
     assert not workdir.exists()
+
+
+def add_npy(folder: Path, data: np.ndarray, labels: np.ndarray, workdir: Path) -> list[str]:
+    """Save images and labels as .npy files in `folder`; the `fmnist data add` arguments for them."""
+    np.save(folder / "x.npy", data)
+    np.save(folder / "y.npy", labels)
+    return [
+        "data",
+        "add",
+        str(folder / "x.npy"),
+        "--labels",
+        str(folder / "y.npy"),
+        "--workdir",
+        str(workdir),
+    ]
+
+
+def test_the_same_input_added_twice_is_refused_naming_the_earlier_span(images, tmp_path: Path, capsys):
+    data, labels = images
+    workdir = tmp_path / "w"
+    argv = add_npy(tmp_path, data, labels, workdir)
+    assert main(argv) == 0
+    before = sorted((workdir / "data").rglob("*"))
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"span 1 ({workdir / 'data' / 'span-1'}) holds these 12 examples already" in err
+    assert "--allow-duplicate" in err
+    assert sorted((workdir / "data").rglob("*")) == before  # no span 2, no staging directory
+    order = np.arange(len(data))[::-1]  # the same examples in another order are the same examples
+    assert main(add_npy(tmp_path, data[order], labels[order], workdir)) == EXIT_BAD_INPUT
+
+
+def test_a_span_written_before_examples_were_fingerprinted_is_found_by_its_files(images, tmp_path: Path):
+    data, labels = images
+    workdir = tmp_path / "w"
+    argv = add_npy(tmp_path, data, labels, workdir)
+    assert main(argv) == 0
+    manifest_path = workdir / "data" / "span-1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["examples_sha256"]  # as the manifests of spans written before
+    manifest_path.write_text(json.dumps(manifest))
+    assert main(argv) == EXIT_BAD_INPUT
+    assert not (workdir / "data" / "span-2").exists()
+
+
+def label_rows(csv_path: Path, ids: list[str], labels: np.ndarray) -> None:
+    """Write the labels a person assigned (request_id,label)."""
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["request_id", "label"])
+        writer.writerows([image_id, int(label)] for image_id, label in zip(ids, labels, strict=True))
+
+
+def test_labelled_requests_are_added_once_as_people_label_more(images, tmp_path: Path, capsys):
+    data, labels = images
+    ids = _log(tmp_path / "logs", data)
+    workdir, sheet = tmp_path / "w", tmp_path / "labels.csv"
+    argv = ["data", "add", str(tmp_path / "logs"), "--labels", str(sheet), "--workdir", str(workdir)]
+    label_rows(sheet, ids[:4], labels[:4])
+    assert main(argv) == 0
+    label_rows(sheet, ids[:6], labels[:6])  # the same sheet, two more rows labelled since
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "left out 4 labelled images already in span 1" in capsys.readouterr().out
+    pixels, got, manifest = span_contents(workdir / "data", 2)
+    assert manifest["examples"] == 2 and sorted(manifest["request_ids"]) == sorted(ids[4:6])
+    np.testing.assert_array_equal(sort_by_pixels(pixels, got)[1], sort_by_pixels(data[4:6], labels[4:6])[1])
+    before = sorted((workdir / "data").rglob("*"))
+    assert main(argv) == EXIT_BAD_INPUT  # nothing labelled since: nothing to add
+    assert "every labelled image is in a span already (spans 1, 2); nothing new to add" in (
+        capsys.readouterr().err
+    )
+    assert sorted((workdir / "data").rglob("*")) == before
+    for log in (tmp_path / "logs").glob("*.tfrecord"):
+        log.unlink()  # the logs rotate away; the rows added from them stay in the sheet
+    new_ids = _log(tmp_path / "logs", data)
+    label_rows(sheet, ids[:6] + new_ids[:1], np.concatenate([labels[:6], labels[:1]]))
+    assert main(argv) == 0
+    assert span_contents(workdir / "data", 3)[2]["request_ids"] == new_ids[:1]
