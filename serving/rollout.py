@@ -83,11 +83,12 @@ class Rollout:
     def roles(self) -> dict[str, int]:
         """Each version this state serves, by what it is to the rollout (stable, canary, way back)."""
         back = self.history[-1] if self.history else None
-        return {name: v for name, v in ((STABLE, self.stable), (CANARY, self.canary), (WAY_BACK, back))
-                if v is not None}  # fmt: skip
+        named = ((STABLE, self.stable), (CANARY, self.canary), (WAY_BACK, back))
+        return {name: version for name, version in named if version is not None}
 
     def labels(self) -> dict[str, int]:
-        return {name: v for name, v in ((STABLE, self.stable), (CANARY, self.canary)) if v is not None}
+        """The TF Serving version labels: stable and canary (the way back is loaded, not labelled)."""
+        return {name: v for name, v in self.roles().items() if name in (STABLE, CANARY)}
 
     def describe(self) -> str:
         back = f", way back: {self.history[-1]}" if self.history else ", no way back yet"
