@@ -15,12 +15,10 @@ declaring (1e11, 28, 28) over a few bytes, is refused from its header.
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import struct
 import warnings
-import zlib
 
 import numpy as np
 
@@ -197,10 +195,7 @@ def _npy(data: bytes, path: str) -> np.ndarray:
 
 
 def _idx(data: bytes, path: str) -> np.ndarray:
-    try:
-        raw = gzip.decompress(data) if path.lower().endswith(".gz") else data
-    except (OSError, EOFError, zlib.error) as err:
-        raise InputError(f"{path}: cannot be read as gzip-compressed IDX images: {err}") from err
+    raw = idx.inflate(data, path, idx.IMAGES_MAGIC) if path.lower().endswith(".gz") else data
     return idx.parse_images(raw, path)
 
 

@@ -79,14 +79,11 @@ def read_labels_file(path: str) -> np.ndarray:
             )
         return array.astype(np.int64)
     if "idx1" in name or name.endswith(".gz"):
-        import gzip
-
         from core import idx
 
         data = read_bytes(path)
-        return idx.parse_labels(gzip.decompress(data) if name.endswith(".gz") else data, path).astype(
-            np.int64
-        )
+        raw = idx.inflate(data, path, idx.LABELS_MAGIC) if name.endswith(".gz") else data
+        return idx.parse_labels(raw, path).astype(np.int64)
     lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
     return np.array(
         [parse_label(line, f"{path}, line {n}") for n, line in enumerate(lines, start=1) if line.strip()],

@@ -239,3 +239,24 @@ def test_a_npy_header_is_checked_against_the_file_before_anything_is_allocated(
     with pytest.raises(InputError, match=message) as failure:
         load_images(str(path))
     assert str(failure.value).startswith(f"{path}: ")
+
+
+def test_a_gzip_idx_file_is_never_inflated_beyond_what_its_header_declares(tmp_path: Path):
+    import gzip
+    import tracemalloc
+
+    from tests.core.test_idx import images_bytes
+
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    bomb.write_bytes(
+        gzip.compress(images_bytes(1) + bytes(100 * 2**20), compresslevel=9)
+    )  # one image, 100 MB
+    assert bomb.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="inflates to more than its header declares"):
+            load_images(str(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20  # was the whole 100 MB, then a "padded file" error

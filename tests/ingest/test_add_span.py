@@ -190,6 +190,12 @@ def test_request_logs_joined_with_labels_people_assigned(images, tmp_path: Path,
             or [str(d / "x.npy"), "--labels", str(npy_claiming(d / "y.npy", (10**9,), "<i8", b""))],
             "y.npy: declares shape (1000000000,) of int64 (8000000000 bytes), but holds 0 bytes",
         ),
+        (
+            lambda d, x, y: np.save(d / "x.npy", x)
+            or (d / "y-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
+            and [str(d / "x.npy"), "--labels", str(d / "y-idx1-ubyte.gz")],
+            "y-idx1-ubyte.gz: cannot be read as gzip-compressed IDX",
+        ),
     ],
     ids=[
         "no-labels",
@@ -199,6 +205,7 @@ def test_request_logs_joined_with_labels_people_assigned(images, tmp_path: Path,
         "unknown-class-folder",
         "missing",
         "labels-npy-header-bomb",
+        "labels-idx-gzip-damaged",
     ],
 )
 def test_bad_input_writes_nothing_and_exits_2(images, tmp_path: Path, capsys, make, message: str):
