@@ -29,7 +29,7 @@ from core.vocabulary import CLASSIFY_METHOD, REGRESS_METHOD, SERVING_SIGNATURE
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.metrics import ServingMetrics
 from serving.request_log import RequestLogger
-from serving.servable import InvalidRequestError, Limits, LoadedVersion
+from serving.servable import InvalidRequestError, Limits, LoadedVersion, check_example_count
 from serving.tensors import proto_from_array
 from serving.version_manager import VersionManager
 
@@ -44,22 +44,50 @@ def spec_label(model_spec: model_pb2.ModelSpec) -> str | None:
     return model_spec.version_label if model_spec.HasField("version_label") else None
 
 
-def examples_of(model_input) -> list[bytes]:
-    """Serialized examples of a `tensorflow.serving.Input`; context features go into each example."""
+def examples_of(model_input, limits: Limits) -> list[bytes]:
+    """Serialized examples of a `tensorflow.serving.Input`; context features go into each example.
+
+    TF Serving merges the context into every example (`InputToSerializedExampleTensor`
+    in servables/tensorflow/util.cc:184-198, context bytes then example bytes)
+    and has no limit; here the examples are counted, and the merged size (each
+    example plus a copy of the context) bounded by the tensor byte limit,
+    before anything is merged: a 1 MB
+    context with 1,000 empty examples would otherwise cost 1 GB before any
+    check (issue #20). Both refusals are INVALID_ARGUMENT, as the example
+    limit's is.
+    """
     kind = model_input.WhichOneof("kind")
     if kind == "example_list":
-        return [e.SerializeToString() for e in model_input.example_list.examples]
+        examples = model_input.example_list.examples
+        check_example_count(len(examples), limits)
+        return [e.SerializeToString() for e in examples]
     if kind == "example_list_with_context":
         with_context = model_input.example_list_with_context
-        merged = []
-        for example in with_context.examples:
-            combined = tf.train.Example()
-            combined.CopyFrom(with_context.context)
-            for key, feature in example.features.feature.items():  # the example's own value wins
-                combined.features.feature[key].CopyFrom(feature)
-            merged.append(combined.SerializeToString())
-        return merged
+        check_example_count(len(with_context.examples), limits)
+        check_merged_size(with_context, limits)
+        return [merged_example(with_context.context, e) for e in with_context.examples]
     raise InvalidRequestError("Input is empty.")
+
+
+def check_merged_size(with_context, limits: Limits) -> None:
+    """Refuse an `example_list_with_context` whose merged examples would exceed the tensor byte limit."""
+    examples = with_context.examples
+    merged = len(examples) * with_context.context.ByteSize() + sum(e.ByteSize() for e in examples)
+    if merged > limits.max_bytes:
+        raise InvalidRequestError(
+            f"example_list_with_context: {len(examples)} examples with a context of "
+            f"{with_context.context.ByteSize()} bytes make {merged} bytes once merged; "
+            f"the limit is {limits.max_bytes}"
+        )
+
+
+def merged_example(context: tf.train.Example, example: tf.train.Example) -> bytes:
+    """The context's features with the example's own on top (the example's value wins), serialized."""
+    combined = tf.train.Example()
+    combined.CopyFrom(context)
+    for key, feature in example.features.feature.items():
+        combined.features.feature[key].CopyFrom(feature)
+    return combined.SerializeToString()
 
 
 def fill_spec(response_spec, loaded: LoadedVersion, signature_name: str) -> None:
@@ -161,7 +189,9 @@ class ServingRuntime:
     ) -> classification_pb2.ClassificationResponse:
         loaded = self.resolve(request.model_spec)
         signature = self.signature_of(request.model_spec)
-        classes, scores = loaded.classify(signature, examples_of(request.input), self.limits, self.run)
+        classes, scores = loaded.classify(
+            signature, examples_of(request.input, self.limits), self.limits, self.run
+        )
         response = classification_pb2.ClassificationResponse()
         fill_spec(response.model_spec, loaded, signature)
         classification_result(classes, scores, response.result)
@@ -172,7 +202,7 @@ class ServingRuntime:
     def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
         loaded = self.resolve(request.model_spec)
         signature = self.signature_of(request.model_spec)
-        values = loaded.regress(signature, examples_of(request.input), self.limits, self.run)
+        values = loaded.regress(signature, examples_of(request.input, self.limits), self.limits, self.run)
         response = regression_pb2.RegressionResponse()
         fill_spec(response.model_spec, loaded, signature)
         for value in values:
@@ -195,7 +225,7 @@ class ServingRuntime:
         if duplicated:
             raise InvalidRequestError(f"Duplicate evaluation of signature: {duplicated[0]}")
         loaded = self.resolve(specs[0])
-        serialized = examples_of(request.input)
+        serialized = examples_of(request.input, self.limits)
         response = inference_pb2.MultiInferenceResponse()
         for task, signature in zip(request.tasks, signatures, strict=True):
             result = response.results.add()

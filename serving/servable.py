@@ -7,7 +7,9 @@ implementation (`tensorflow_serving/servables/tensorflow/predict_util.cc`,
 
 - Predict: any signature whose method is predict, classify or regress; an
   unknown signature is FAILED_PRECONDITION; missing or extra inputs, an
-  unknown or repeated `output_filter` alias are INVALID_ARGUMENT.
+  unknown or repeated `output_filter` alias are INVALID_ARGUMENT, and so is
+  an input whose dtype or shape does not fit the signature's `TensorInfo`
+  (checked from the tensor's header, before any value is read).
 - Classify: a signature whose method is classify, input `inputs` (serialized
   `tf.Example`s), outputs `classes` and/or `scores`: a signature with scores
   only gives classes with empty labels, one with classes only gives no
@@ -42,7 +44,7 @@ from core.vocabulary import (
     SERVING_SIGNATURE,
 )
 from serving.export import read_saved_model
-from serving.tensors import TensorError, array_from_proto, dtype_name
+from serving.tensors import TensorError, checked_dims, dtype_name, fits_signature, shape_text, values_of
 from serving.warmup import read_warmup
 
 # tensorflow::error::Code values, which gRPC's status codes share.
@@ -83,6 +85,14 @@ class Limits:
 
     max_batch: int = 1024
     max_bytes: int = 64 * 2**20
+
+
+def check_example_count(count: int, limits: Limits) -> None:
+    """Classify and Regress inputs: at least one example (TF Serving's `util.cc`), at most the limit."""
+    if not count:
+        raise InvalidRequestError("Input is empty.")
+    if count > limits.max_batch:
+        raise InvalidRequestError(f"the request holds {count} examples; the limit is {limits.max_batch}")
 
 
 _NOISE = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]( name:)?|<stack traces unavailable>\s*")
@@ -181,17 +191,48 @@ class LoadedVersion:
             if alias in seen:
                 raise InvalidRequestError(f"duplicate output tensor alias: {alias}")
             seen.add(alias)
-        arrays = {}
-        for key in sorted(expected):
-            array = read_tensor(inputs[key], key, limits)
-            want = signature.inputs[key].dtype
-            if inputs[key].dtype != want:
-                raise InvalidRequestError(
-                    f"input '{key}' must be {dtype_name(want)}, got {dtype_name(inputs[key].dtype)}"
-                )
-            arrays[key] = array
+        dims = {
+            key: self._input_dims(signature_name, signature, key, inputs[key], limits)
+            for key in sorted(expected)
+        }
+        arrays = {key: read_values(inputs[key], key, shape) for key, shape in dims.items()}
         outputs = (run or LoadedVersion.run)(self, signature_name, arrays)
         return {alias: outputs[alias] for alias in (output_filter or outputs)}
+
+    def _input_dims(
+        self, signature_name: str, signature: meta_graph_pb2.SignatureDef, key: str, proto, limits: Limits
+    ) -> list[int]:
+        """An input's dimensions, once its header passed every check; no value has been read yet.
+
+        Size and batch limits first, then the signature's dtype, then its shape
+        (`serving.tensors.fits_signature`): a tensor the model would reshape
+        into more examples than it declares ([1, 28, 28*K] for [-1, 28, 28]) is
+        refused here, at no cost. The shape error is INVALID_ARGUMENT with the
+        message of TensorFlow's `CheckInputSpecs`
+        (tensorflow/core/tfrt/saved_model/saved_model.cc), which TF Serving runs
+        when `validate_input_specs` is set (tfrt_saved_model_source_adapter.proto:166,
+        tfrt_servable.cc:99).
+        """
+        try:
+            dims = checked_dims(proto, key, limits.max_batch, limits.max_bytes)
+        except TensorError as err:
+            raise InvalidRequestError(str(err)) from None
+        if dims and dims[0] == 0:
+            raise InvalidRequestError(f"input '{key}' holds no examples")
+        declared = signature.inputs[key]
+        if proto.dtype != declared.dtype:
+            raise InvalidRequestError(
+                f"input '{key}' must be {dtype_name(declared.dtype)}, got {dtype_name(proto.dtype)}"
+            )
+        if not fits_signature(dims, declared.tensor_shape):
+            expected = (
+                [] if declared.tensor_shape.unknown_rank else [d.size for d in declared.tensor_shape.dim]
+            )
+            raise InvalidRequestError(
+                f"model: {self.name}, version: {self.version}, error: signature {signature_name} input "
+                f"'{key}' shape is wrong, expected : {shape_text(expected)}, actual: {shape_text(dims)}"
+            )
+        return dims
 
     def _example_signature(self, name: str, method: str, kind: str) -> meta_graph_pb2.SignatureDef:
         signature = self.signature_def(
@@ -208,12 +249,7 @@ class LoadedVersion:
     def _run_examples(
         self, name: str, serialized: list[bytes], limits: Limits, run: Runner | None
     ) -> dict[str, np.ndarray]:
-        if not serialized:
-            raise InvalidRequestError("Input is empty.")
-        if len(serialized) > limits.max_batch:
-            raise InvalidRequestError(
-                f"the request holds {len(serialized)} examples; the limit is {limits.max_batch}"
-            )
+        check_example_count(len(serialized), limits)
         return (run or LoadedVersion.run)(self, name, {CLASSIFY_INPUT: np.array(serialized, dtype=object)})
 
     def classify(
@@ -259,15 +295,12 @@ class LoadedVersion:
         return values
 
 
-def read_tensor(proto, name: str, limits: Limits) -> np.ndarray:
-    """A request tensor as numpy, checked from its header first (see `serving.tensors`)."""
+def read_values(proto, name: str, dims: list[int]) -> np.ndarray:
+    """A request tensor's values as numpy, once `LoadedVersion._input_dims` accepted its header."""
     try:
-        array = array_from_proto(proto, name, limits.max_batch, limits.max_bytes)
+        return values_of(proto, name, dims)
     except TensorError as err:
         raise InvalidRequestError(str(err)) from None
-    if array.ndim and array.shape[0] == 0:
-        raise InvalidRequestError(f"input '{name}' holds no examples")
-    return array
 
 
 def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:

@@ -1,12 +1,14 @@
 """TensorProto <-> numpy, directly: no `tf.make_ndarray` / `tf.make_tensor_proto` round trip per request.
 
-A request's tensor is checked from its header before anything is allocated:
-a dtype TensorFlow does not have, an unknown rank or negative size, a batch
-over the server's limit, or a byte size over the message limit is refused
-(`TensorError`, INVALID_ARGUMENT) naming the input. Values are read as
-TensorFlow's `Tensor::FromProto` reads them: `tensor_content` as raw bytes,
-else the typed `*_val` field, where fewer values than elements repeat the last
-one and none means zeros.
+A request's tensor is checked from its header before anything is allocated
+(`checked_dims`): a dtype TensorFlow does not have, an unknown rank or negative
+size, a batch over the server's limit, or a byte size over the message limit
+is refused (`TensorError`, INVALID_ARGUMENT) naming the input;
+`fits_signature` then compares the header's shape with the signature's. Values
+are read as TensorFlow's `Tensor::FromProto` reads them: `tensor_content` as
+raw bytes, else the typed `*_val` field, where fewer values than elements
+repeat the last one and none means zeros (so a 40-byte header can stand for
+megabytes: the checks come first).
 """
 
 from __future__ import annotations
@@ -52,27 +54,68 @@ def shape_of(proto: tensor_pb2.TensorProto, name: str) -> list[int]:
     return dims
 
 
-def array_from_proto(proto: tensor_pb2.TensorProto, name: str, max_batch: int, max_bytes: int) -> np.ndarray:
-    """The tensor as a numpy array; `TensorError` before any allocation when unreadable or too large."""
+def checked_dims(proto: tensor_pb2.TensorProto, name: str, max_batch: int, max_bytes: int) -> list[int]:
+    """The tensor's dimensions, from its header alone; `TensorError` when it is unreadable or too large."""
     if proto.dtype not in _DTYPES:
         raise TensorError(f"input '{name}': dtype {dtype_name(proto.dtype)} is not supported")
     dims = shape_of(proto, name)
     if dims and dims[0] > max_batch:
         raise TensorError(f"input '{name}' holds {dims[0]} examples; the limit is {max_batch}")
+    size = math.prod(dims) * _itemsize(proto.dtype)
+    if size > max_bytes:
+        raise TensorError(f"input '{name}': shape {dims} is {size} bytes; the limit is {max_bytes}")
+    return dims
+
+
+def _itemsize(enum: int) -> int:
+    """Bytes per element (strings count one each: their bytes are already in the message)."""
+    numpy_type = _DTYPES[enum][0]
+    return 1 if numpy_type is object else np.dtype(numpy_type).itemsize
+
+
+def shape_text(sizes: list[int]) -> str:
+    """A shape as TensorFlow's `PartialTensorShape::DebugString` writes it: `[?,28,28]`."""
+    return "[" + ",".join("?" if s < 0 else str(s) for s in sizes) + "]"
+
+
+def fits_signature(dims: list[int], declared: tensor_shape_pb2.TensorShapeProto) -> bool:
+    """Whether a request tensor's shape fits its signature's `TensorInfo` shape.
+
+    TensorFlow's `PartialTensorShape::IsCompatibleWith`, the rule of its
+    `IsInputSpecsCorrect` (tensorflow/core/tfrt/saved_model/saved_model.cc): an
+    unknown rank fits any shape; otherwise the ranks are equal and every known
+    dimension is equal. One widening: a tensor may leave out trailing
+    dimensions the signature declares as 1 ([3] for [-1, 1]). TF Serving's own
+    model-server test sends half_plus_two's x = [2.0] shaped [1] for its
+    [-1, 1] (`VerifyPredictRequest`), and REST's row format makes [n] of n
+    scalars; such a tensor holds exactly the elements of the declared shape.
+    """
+    if declared.unknown_rank:
+        return True
+    sizes = [d.size for d in declared.dim]
+    if len(dims) < len(sizes) and all(s == 1 for s in sizes[len(dims) :]):
+        sizes = sizes[: len(dims)]
+    return len(dims) == len(sizes) and all(s < 0 or s == d for s, d in zip(sizes, dims, strict=True))
+
+
+def array_from_proto(proto: tensor_pb2.TensorProto, name: str, max_batch: int, max_bytes: int) -> np.ndarray:
+    """The tensor as a numpy array; `TensorError` before any allocation when unreadable or too large."""
+    return values_of(proto, name, checked_dims(proto, name, max_batch, max_bytes))
+
+
+def values_of(proto: tensor_pb2.TensorProto, name: str, dims: list[int]) -> np.ndarray:
+    """The values of a tensor whose header `checked_dims` accepted, shaped `dims`."""
     count = math.prod(dims)
     numpy_type, field = _DTYPES[proto.dtype]
-    itemsize = 1 if numpy_type is object else np.dtype(numpy_type).itemsize
-    if count * itemsize > max_bytes:
-        raise TensorError(
-            f"input '{name}': shape {dims} is {count * itemsize} bytes; the limit is {max_bytes}"
-        )
-    if proto.tensor_content and numpy_type is not object:
-        if len(proto.tensor_content) != count * itemsize:
+    itemsize = _itemsize(proto.dtype)
+    content = proto.tensor_content if numpy_type is not object else b""  # each read is a copy: read once
+    if content:
+        if len(content) != count * itemsize:
             raise TensorError(
-                f"input '{name}': {len(proto.tensor_content)} bytes of content for shape {dims} of "
+                f"input '{name}': {len(content)} bytes of content for shape {dims} of "
                 f"{dtype_name(proto.dtype)} ({count * itemsize} expected)"
             )
-        return np.frombuffer(proto.tensor_content, dtype=numpy_type).reshape(dims)
+        return np.frombuffer(content, dtype=numpy_type).reshape(dims)
     values = getattr(proto, field)
     if len(values) > count:
         raise TensorError(f"input '{name}': {len(values)} values for shape {dims} ({count} elements)")

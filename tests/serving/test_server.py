@@ -195,7 +195,7 @@ def _bad(images, **changes):
         (
             "wrong image size",
             grpc.StatusCode.INVALID_ARGUMENT,
-            "Input to reshape is a tensor with 2436 values",
+            "signature predict_images input 'images' shape is wrong, expected : [?,28,28], actual: [3,28,29]",
         ),
         (
             "missing input",
