@@ -20,6 +20,20 @@ policy and the disk, with TF Serving's behaviours:
   (unless no version is wanted at all);
 - a version label follows its new version only once that version is
   AVAILABLE; until then it keeps pointing at the version it named before;
+- a base path that is missing or cannot be read (a directory renamed away
+  for a moment, a config pointing at a path not there yet, an object store
+  that fails) changes nothing: every loaded version and label keeps serving,
+  and a warning says so at most once a minute per path. TF Serving's poll
+  fails the same way before any version is unaspired
+  (tensorflow_serving/sources/storage_path/file_system_storage_path_source.cc,
+  "Could not find base path", lines 253-262 and 441-446). With a base path
+  of models, a model once seen stays configured, so its directory missing is
+  this case too;
+- a base path that exists and is readable but holds no version unloads that
+  model's versions, as TF Serving does (the empty aspired list of lines
+  313-318 and 463; its `servable_versions_always_present`, lines 450-453,
+  which would keep them, is not offered here): an empty directory is what
+  deleting every version leaves;
 - the polling thread survives any error, logs it and polls again.
 """
 
@@ -32,11 +46,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import tensorflow as tf
 
 from core.errors import InputError
 from core.versions import has_saved_model, version_dirs
+from serving.log_limit import LogLimit
 from serving.model_config import MODEL_NAME_PATTERN, ModelConfigError, ModelSource, read_model_config
 from serving.servable import InvalidRequestError, LoadedVersion, ModelNotFoundError, load_version
 
@@ -45,6 +61,7 @@ MAX_NUM_LOAD_RETRIES = 5  # TF Serving's defaults (model_servers/server.h)
 LOAD_RETRY_INTERVAL_SECONDS = 60.0
 # Told of every load and unload: (model name, version, version path, "AVAILABLE" | "FAILED" | "UNLOADED").
 Observer = Callable[[str, int, str, str], None]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -69,6 +86,22 @@ def versions_on_disk(model_base_path: str) -> dict[int, str]:
     without `saved_model.pb` are not versions.
     """
     return {v: path for v, path in version_dirs(model_base_path).items() if has_saved_model(path)}
+
+
+def model_directories(base_path: str) -> list[str]:
+    """The children of a base path of models that name a model (TF Serving's model name rule)."""
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(base_path))
+    return [n for n in names if MODEL_NAME_PATTERN.match(n) and tf.io.gfile.isdir(os.path.join(base_path, n))]
+
+
+def read_directory(path: str, read: Callable[[str], T]) -> tuple[T | None, str]:
+    """`read(path)`, or None and why not: the directory does not exist or cannot be listed."""
+    try:
+        if tf.io.gfile.isdir(path):
+            return read(path), ""
+        return None, "does not exist"
+    except (tf.errors.OpError, OSError) as err:
+        return None, f"cannot be read: {err}"
 
 
 def directory_fingerprint(path: str) -> str:
@@ -115,6 +148,7 @@ class VersionManager:
         self._labels: dict[str, dict[str, int]] = {}
         self._failures: dict[tuple[str, int], _Failure] = {}
         self.poll_errors = 0
+        self._log_limit = LogLimit(log)
         self.observers: list[Observer] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,16 +193,21 @@ class VersionManager:
         log.info("model config %s: %s", self.config_file, ", ".join(sorted(self._configured)))
 
     def sources(self) -> dict[str, ModelSource]:
+        """The configured models; with a base path, those under it now and every model seen before."""
         if self._configured is not None:
             return self._configured
-        if not tf.io.gfile.isdir(self.base_path):
-            return {}
-        names = (n.rstrip("/") for n in tf.io.gfile.listdir(self.base_path))
-        return {
-            name: ModelSource(name, os.path.join(self.base_path, name))
-            for name in sorted(names)
-            if MODEL_NAME_PATTERN.match(name) and tf.io.gfile.isdir(os.path.join(self.base_path, name))
-        }
+        names = sorted({*self._model_dirs(), *self._states})
+        return {name: ModelSource(name, os.path.join(self.base_path, name)) for name in names}
+
+    def _model_dirs(self) -> list[str]:
+        """Model directories under the base path; none (a warning, rate-limited) when it cannot be read."""
+        names, problem = read_directory(self.base_path, model_directories)
+        if names is None:
+            message = "Could not find base path %s (%s); the models loaded from it keep serving"
+            self._log_limit.log(logging.WARNING, self.base_path, message, self.base_path, problem)
+            return []
+        self._log_limit.forget(self.base_path)
+        return names
 
     def model_names(self) -> list[str]:
         return sorted(self.sources())
@@ -185,9 +224,24 @@ class VersionManager:
         for source in sources.values():
             self._sync(source)
 
+    def _readable_versions(self, source: ModelSource) -> dict[int, str] | None:
+        """The versions on disk under the model's base path, or None (warned) when it cannot be read."""
+        on_disk, problem = read_directory(source.base_path, versions_on_disk)
+        if on_disk is None:
+            self._log_limit.log(
+                logging.WARNING, source.base_path,
+                "Could not find base path %s for servable %s (%s); it keeps serving version(s) %s",
+                source.base_path, source.name, problem, sorted(self._loaded.get(source.name, {})),
+            )  # fmt: skip
+            return None
+        self._log_limit.forget(source.base_path)
+        return on_disk
+
     def _sync(self, source: ModelSource) -> None:
         name = source.name
-        on_disk = versions_on_disk(source.base_path)
+        on_disk = self._readable_versions(source)
+        if on_disk is None:  # nothing is known about the disk: everything stays as it is
+            return
         with self._lock:
             self._states.setdefault(name, {})
             self._loaded.setdefault(name, {})

@@ -3,6 +3,7 @@
 Every test serves TF Serving's own test model (half_plus_two, built by the test).
 """
 
+import logging
 import shutil
 import threading
 import time
@@ -169,3 +170,71 @@ def test_a_label_follows_its_new_version_only_once_that_version_is_available(bui
     manager.poll_once()
     assert states(manager)[2] == "END"
     assert manager.resolve(MODEL, label="stable").version == 1  # still the version that answers
+
+
+# --- a base path that is missing for a while (issue #20, item 4) ------------------------------------
+# TF Serving (tensorflow_serving/sources/storage_path/file_system_storage_path_source.cc): a poll that
+# cannot find a base path fails ("Could not find base path ...", lines 253-262) before any aspired
+# versions are emitted (lines 441-446), so every loaded version keeps serving; a base path that exists
+# but holds no version emits an empty list (lines 313-318, 463) and its versions are unloaded, unless
+# `servable_versions_always_present` (lines 450-453), which this server does not offer.
+def serve_config(tmp_path: Path, built: Path) -> tuple[VersionManager, Path]:
+    base, config = tmp_path / "models", tmp_path / "models.config"
+    version(built, base, 1)
+    write_config(config, base, [1], {"stable": 1})
+    manager = VersionManager(config_file=str(config), poll_seconds=3600)
+    manager.poll_once()
+    return manager, base
+
+
+def test_a_model_directory_renamed_away_keeps_its_versions_serving(built: Path, tmp_path: Path):
+    manager, base = serve_config(tmp_path, built)
+    (base / MODEL).rename(tmp_path / "away")
+    for _ in range(3):
+        manager.poll_once()
+        assert manager.resolve(MODEL).version == 1 and manager.resolve(MODEL, label="stable").version == 1
+    assert states(manager) == {1: "AVAILABLE"}
+    (tmp_path / "away").rename(base / MODEL)
+    version(built, base, 2)
+    write_config(tmp_path / "models.config", base, [1, 2], {"stable": 2})
+    manager.poll_once()  # back: polling goes on as before
+    assert states(manager) == {1: "AVAILABLE", 2: "AVAILABLE"}
+    assert manager.resolve(MODEL, label="stable").version == 2
+
+
+def test_a_config_pointing_at_a_missing_base_path_keeps_the_loaded_versions(built: Path, tmp_path: Path):
+    manager, base = serve_config(tmp_path, built)
+    write_config(tmp_path / "models.config", tmp_path / "nowhere", [1], {"stable": 1})
+    manager.poll_once()
+    assert states(manager) == {1: "AVAILABLE"} and manager.resolve(MODEL).version == 1
+
+
+@pytest.mark.parametrize("moved", ["model directory", "base path"])
+def test_with_a_base_path_a_missing_model_directory_or_base_keeps_serving(
+    built: Path, tmp_path: Path, moved: str
+):
+    base = tmp_path / "models"
+    version(built, base, 1)
+    manager = VersionManager(str(base), poll_seconds=3600)
+    manager.poll_once()
+    (base / MODEL if moved == "model directory" else base).rename(tmp_path / "away")
+    manager.poll_once()
+    assert states(manager) == {1: "AVAILABLE"} and manager.resolve(MODEL).version == 1
+
+
+def test_an_existing_but_empty_base_path_unloads_its_versions_as_tf_serving(built: Path, tmp_path: Path):
+    manager, base = serve_config(tmp_path, built)
+    shutil.rmtree(base / MODEL / "1")  # the directory is there and readable: nothing is to be served
+    manager.poll_once()
+    with pytest.raises(ModelNotFoundError):
+        manager.resolve(MODEL)
+
+
+def test_a_missing_base_path_is_logged_once_a_minute_not_at_every_poll(built: Path, tmp_path: Path, caplog):
+    manager, base = serve_config(tmp_path, built)
+    shutil.rmtree(base)
+    with caplog.at_level(logging.WARNING, logger=version_manager.__name__):
+        for _ in range(50):
+            manager.poll_once()
+    lines = [r.getMessage() for r in caplog.records if "Could not find base path" in r.getMessage()]
+    assert len(lines) == 1 and str(base / MODEL) in lines[0] and "keeps serving version(s) [1]" in lines[0]
