@@ -207,7 +207,7 @@ class RestServer:
         self._started.set()
         self._loop.run_forever()
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 10.0) -> None:
         def shutdown() -> None:
             self._server.stop()
             self._loop.stop()

@@ -8,6 +8,7 @@ status codes (REST maps them to HTTP as TF Serving's `http_server.cc` does).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -27,9 +28,10 @@ from tensorflow_serving.apis import (
 from core.config import ServingConfig
 from core.vocabulary import CLASSIFY_METHOD, REGRESS_METHOD, SERVING_SIGNATURE
 from serving.batching import BatchingOptions, BatchScheduler
+from serving.calls import NO_CALL, Call
 from serving.metrics import ServingMetrics
 from serving.request_log import RequestLogger
-from serving.servable import InvalidRequestError, Limits, LoadedVersion, check_example_count
+from serving.servable import InvalidRequestError, Limits, LoadedVersion, Runner, check_example_count
 from serving.tensors import proto_from_array
 from serving.version_manager import VersionManager
 
@@ -146,17 +148,27 @@ class ServingRuntime:
         return self.manager.resolve(model_spec.name, spec_version(model_spec), spec_label(model_spec))
 
     def run(
-        self, loaded: LoadedVersion, signature: str, arrays: dict[str, np.ndarray]
+        self, loaded: LoadedVersion, signature: str, arrays: dict[str, np.ndarray], call: Call = NO_CALL
     ) -> dict[str, np.ndarray]:
-        """The model call, batched with others when batching is on; its time is the runtime latency."""
+        """The model call, batched with others when batching is on; its time is the runtime latency.
+
+        No model work starts for a call whose deadline has passed or whose
+        client has gone (`serving/calls.py`).
+        """
+        call.check()
         started = time.perf_counter()
-        outputs = (
-            self.scheduler.run(loaded, signature, arrays) if self.scheduler else loaded.run(signature, arrays)
-        )
+        if self.scheduler is not None:
+            outputs = self.scheduler.run(loaded, signature, arrays, call)
+        else:
+            outputs = loaded.run(signature, arrays)
         self.metrics.runtime_latency.labels(loaded.name, signature, "TF2").observe(
             (time.perf_counter() - started) * 1e6
         )
         return outputs
+
+    def runner(self, call: Call) -> Runner:
+        """`run` for one call's requests: what `LoadedVersion`'s APIs call the model with."""
+        return functools.partial(self.run, call=call)
 
     @staticmethod
     def signature_of(model_spec: model_pb2.ModelSpec) -> str:
@@ -170,11 +182,13 @@ class ServingRuntime:
         return {k: v.dtype for k, v in found.inputs.items()}
 
     # --- TF Serving's APIs, request proto in, response proto out; shared by gRPC and REST ----------
-    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def predict(
+        self, request: predict_pb2.PredictRequest, call: Call = NO_CALL
+    ) -> predict_pb2.PredictResponse:
         loaded = self.resolve(request.model_spec)
         signature = self.signature_of(request.model_spec)
         outputs = loaded.predict(
-            signature, request.inputs, list(request.output_filter), self.limits, self.run
+            signature, request.inputs, list(request.output_filter), self.limits, self.runner(call)
         )
         response = predict_pb2.PredictResponse()
         fill_spec(response.model_spec, loaded, signature)
@@ -185,12 +199,12 @@ class ServingRuntime:
         return response
 
     def classify(
-        self, request: classification_pb2.ClassificationRequest
+        self, request: classification_pb2.ClassificationRequest, call: Call = NO_CALL
     ) -> classification_pb2.ClassificationResponse:
         loaded = self.resolve(request.model_spec)
         signature = self.signature_of(request.model_spec)
         classes, scores = loaded.classify(
-            signature, examples_of(request.input, self.limits), self.limits, self.run
+            signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
         )
         response = classification_pb2.ClassificationResponse()
         fill_spec(response.model_spec, loaded, signature)
@@ -199,10 +213,14 @@ class ServingRuntime:
             self.logger.log_classify(request, response)
         return response
 
-    def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+    def regress(
+        self, request: regression_pb2.RegressionRequest, call: Call = NO_CALL
+    ) -> regression_pb2.RegressionResponse:
         loaded = self.resolve(request.model_spec)
         signature = self.signature_of(request.model_spec)
-        values = loaded.regress(signature, examples_of(request.input, self.limits), self.limits, self.run)
+        values = loaded.regress(
+            signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
+        )
         response = regression_pb2.RegressionResponse()
         fill_spec(response.model_spec, loaded, signature)
         for value in values:
@@ -210,7 +228,7 @@ class ServingRuntime:
         return response
 
     def multi_inference(
-        self, request: inference_pb2.MultiInferenceRequest
+        self, request: inference_pb2.MultiInferenceRequest, call: Call = NO_CALL
     ) -> inference_pb2.MultiInferenceResponse:
         """Classify and regress tasks of one model on one input (TF Serving's `multi_inference.cc` rules)."""
         if not request.tasks:
@@ -231,10 +249,10 @@ class ServingRuntime:
             result = response.results.add()
             fill_spec(result.model_spec, loaded, signature)
             if task.method_name == CLASSIFY_METHOD:
-                classes, scores = loaded.classify(signature, serialized, self.limits, self.run)
+                classes, scores = loaded.classify(signature, serialized, self.limits, self.runner(call))
                 classification_result(classes, scores, result.classification_result)
             elif task.method_name == REGRESS_METHOD:
-                for value in loaded.regress(signature, serialized, self.limits, self.run):
+                for value in loaded.regress(signature, serialized, self.limits, self.runner(call)):
                     result.regression_result.regressions.add(value=float(value))
             else:
                 raise InvalidRequestError(f"Unsupported signature method_name: {task.method_name}")
@@ -270,6 +288,11 @@ class ServingRuntime:
             code = UNKNOWN_ERROR if state.error else 0
             status.status.CopyFrom(status_pb2.StatusProto(error_code=code, error_message=state.error))
         return response
+
+    def drain(self) -> None:
+        """The server is stopping: queued batches run now rather than at their timeout."""
+        if self.scheduler is not None:
+            self.scheduler.drain()
 
     def close(self) -> None:
         if self.scheduler is not None:

@@ -14,7 +14,10 @@ works unchanged against real TF Serving:
   config, Prometheus metrics (`serving/metrics.py`).
 
 Status codes are TF Serving's (see `serving/servable.py`); a bad request never
-takes the server down. The gRPC port is bound without SO_REUSEPORT (TF Serving
+takes the server down, and a call whose deadline has passed or whose client
+has gone gets no model work (`serving/calls.py`). On SIGTERM or SIGINT,
+in-flight gRPC and REST calls get 10 s (queued batches run at once), then the
+process exits, even if a call is stuck. The gRPC port is bound without SO_REUSEPORT (TF Serving
 issue #1288: with it, a second server on the same port starts and the kernel
 splits clients between the two), so a busy port is refused at start.
 """
@@ -24,16 +27,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from core.config import ServingConfig
-from core.errors import InputError
+from core.errors import EXIT_FAILED, InputError
+from serving.calls import GrpcCall
 from serving.rest_server import RestServer
 from serving.runtime import ServingRuntime
 from serving.servable import ServingStatusError
@@ -41,6 +47,8 @@ from serving.version_manager import VersionManager
 
 log = logging.getLogger(__name__)
 GRPC = "GRPC"
+SHUTDOWN_GRACE_SECONDS = 10.0  # what in-flight requests get on SIGTERM (the README's promise)
+STOP_MARGIN_SECONDS = 5.0  # then the rest of the stop (model poller, request log) gets this long
 
 
 @contextlib.contextmanager
@@ -83,26 +91,41 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, runtime: ServingRuntime):
         self.runtime = runtime
 
-    def _answer(self, api: str, model_name: str, call, request, context):
+    def _answer(self, api: str, model_name: str, context, work: Callable[[GrpcCall], object]):
+        """`work(call)`'s answer; none is started for a call whose deadline passed or client left.
+
+        A call can wait for a worker thread long enough to expire: it is then
+        answered DEADLINE_EXCEEDED (or CANCELLED) at once (`serving/calls.py`).
+        """
+        call = GrpcCall(context)
         with self.runtime.metrics.request(model_name, api, GRPC) as outcome, grpc_status(context, outcome):
-            return call(request)
+            call.check()
+            return work(call)
 
     def Predict(self, request, context):
-        return self._answer("Predict", request.model_spec.name, self.runtime.predict, request, context)
+        return self._answer(
+            "Predict", request.model_spec.name, context, lambda call: self.runtime.predict(request, call)
+        )
 
     def Classify(self, request, context):
-        return self._answer("Classify", request.model_spec.name, self.runtime.classify, request, context)
+        return self._answer(
+            "Classify", request.model_spec.name, context, lambda call: self.runtime.classify(request, call)
+        )
 
     def Regress(self, request, context):
-        return self._answer("Regress", request.model_spec.name, self.runtime.regress, request, context)
+        return self._answer(
+            "Regress", request.model_spec.name, context, lambda call: self.runtime.regress(request, call)
+        )
 
     def MultiInference(self, request, context):
         name = request.tasks[0].model_spec.name if request.tasks else ""
-        return self._answer("MultiInference", name, self.runtime.multi_inference, request, context)
+        return self._answer(
+            "MultiInference", name, context, lambda call: self.runtime.multi_inference(request, call)
+        )
 
     def GetModelMetadata(self, request, context):
         return self._answer(
-            "GetModelMetadata", request.model_spec.name, self.runtime.metadata, request, context
+            "GetModelMetadata", request.model_spec.name, context, lambda _: self.runtime.metadata(request)
         )
 
 
@@ -149,9 +172,17 @@ class RunningServer:
         return self.rest.port if self.rest else None
 
     def stop(self, grace_seconds: float | None = None) -> None:
-        self.grpc_server.stop(grace=grace_seconds).wait()
+        """Take no new calls; in-flight gRPC and REST calls get `grace_seconds` (together), then stop.
+
+        Queued batches run at once rather than at their timeout; what is still
+        queued when the grace is over is answered UNAVAILABLE.
+        """
+        grace = grace_seconds or 0.0
+        grpc_stopped = self.grpc_server.stop(grace=grace_seconds)  # cancels what is left after the grace
+        self.runtime.drain()
         if self.rest is not None:
-            self.rest.stop()
+            self.rest.stop(grace)  # drains REST while gRPC drains
+        grpc_stopped.wait(grace + STOP_MARGIN_SECONDS)
         self.manager.stop()
         self.runtime.close()
 
@@ -179,7 +210,11 @@ def start(
 
 
 def serve(config: ServingConfig) -> None:
-    """Serve gRPC (and REST, metrics) until SIGTERM or SIGINT; in-flight requests get 10 s."""
+    """Serve gRPC (and REST, metrics) until SIGTERM or SIGINT; in-flight requests get 10 s.
+
+    The process always ends: if the orderly stop is not over a few seconds
+    after the grace (a model call that never returns), it exits anyway.
+    """
     running = start(config)
     where = f"gRPC on {config.host}:{running.port}"
     if running.rest is not None:
@@ -187,7 +222,8 @@ def serve(config: ServingConfig) -> None:
     models = running.manager.model_names() or "no models yet"
     print(f"serving {models} from {running.manager.where}; {where}", flush=True)
     wait_for_termination()
-    running.stop(grace_seconds=10.0)
+    exit_anyway_after(SHUTDOWN_GRACE_SECONDS + STOP_MARGIN_SECONDS)
+    running.stop(grace_seconds=SHUTDOWN_GRACE_SECONDS)
     if running.runtime.logger is not None:
         print(running.runtime.logger.summary(), flush=True)
 
@@ -198,3 +234,25 @@ def wait_for_termination() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
+
+
+def exit_anyway_after(seconds: float) -> threading.Timer:
+    """End the process in `seconds` if it has not ended by then (exit code 1, saying why).
+
+    Python waits for every request thread when it exits, so one thread stuck
+    in a model call kept a server alive 17 minutes after SIGTERM (issue #20).
+    """
+
+    def force_exit() -> None:
+        print(
+            f"fmnist serve: stopping took longer than {seconds:.0f} s (a request is still running); "
+            "exiting anyway",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_FAILED)
+
+    timer = threading.Timer(seconds, force_exit)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -23,20 +23,14 @@ building what it should have refused.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
-import portpicker
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
@@ -50,10 +44,9 @@ from core.vocabulary import (
     IMAGES_SIGNATURE,
     MODEL_NAME,
 )
-from tests.serving import pixels_model
+from tests.serving import pixels_model, serve_process
 
 ALLOWED_GROWTH_BYTES = 100 * 2**20
-SECONDS_TO_START = 120
 
 
 def proc_status_bytes(pid: int, field: str) -> int:
@@ -77,28 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     """`fmnist serve` as a user starts it, on the stand-in model; gRPC stubs and the process."""
     base = tmp_path_factory.mktemp("models")
     pixels_model.build(str(base / MODEL_NAME / "1"))
-    port = portpicker.pick_unused_port()
-    command = [
-        str(Path(sys.executable).parent / "fmnist"), "serve", f"--model_base_path={base}",
-        f"--port={port}", "--rest_api_port=0",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(
-        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 * 2**20)]
-    )
-    status = model_service_pb2_grpc.ModelServiceStub(channel)
-    deadline = time.monotonic() + SECONDS_TO_START
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = MODEL_NAME
-    while True:
-        try:
-            status.GetModelStatus(request, timeout=5)
-            break
-        except grpc.RpcError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"fmnist serve did not start: {process.communicate()[0]}")
-            time.sleep(0.5)
+    process, channel = serve_process.start(MODEL_NAME, [f"--model_base_path={base}"])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     stub.Predict(images_request([1, IMAGE_HEIGHT, IMAGE_WIDTH]), timeout=30)  # first call traces the graph
     yield {"process": process, "stub": stub}
