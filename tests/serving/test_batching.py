@@ -224,6 +224,10 @@ def test_allowed_batch_sizes_pad_a_batch_with_its_first_row_as_tf_serving_does()
 
 
 def test_large_batch_splitting_runs_a_large_request_as_several_model_calls_in_order():
+    """max_execution_batch_size bounds each model call; a request over max_batch_size is still
+    INVALID_ARGUMENT, as in TensorFlow's `Queue::ValidateBatchTaskQueueCapacity`
+    (tensorflow/core/kernels/batching_util/shared_batch_scheduler.h).
+    """
     options = BatchingOptions(
         max_batch_size=16, enable_large_batch_splitting=True, max_execution_batch_size=4, num_batch_threads=1
     )

@@ -163,6 +163,13 @@ def test_an_input_shaped_unlike_its_signature_is_invalid_argument_before_any_val
     assert "signature serving_default input 'x' shape is wrong, expected : [?,1]" in error.details()
 
 
+def test_rest_gets_the_same_shape_check_as_http_400(server):
+    """The check is in the runtime both front ends share; INVALID_ARGUMENT is 400 (http_server.cc:56-57)."""
+    status, body = post(f"{server['rest']}/v1/models/{MODEL}:predict", b'{"instances": [[2.0, 2.0, 2.0]]}')
+    assert status == 400
+    assert "input 'x' shape is wrong, expected : [?,1], actual: [1,3]" in body["error"]
+
+
 @pytest.mark.parametrize("shape", [[1, 1], [3, 1], [3]])
 def test_shapes_that_fit_the_signature_are_answered(server, shape: list[int]):
     """[3] for [-1, 1] leaves out a trailing 1, as TF Serving's own test sends x (`VerifyPredictRequest`)."""
@@ -188,7 +195,11 @@ def context_classify(examples: int, context_floats: int) -> classification_pb2.C
 def test_context_examples_are_counted_and_their_merged_size_bounded_before_merging(
     server, monkeypatch, examples: int, context_floats: int, message: str
 ):
-    """Issue #20, item 2: a context merged into every example grew the server 1.1 GB before the refusal."""
+    """Issue #20, item 2: a context merged into every example grew the server 1.1 GB before the refusal.
+
+    INVALID_ARGUMENT, the code TF Serving gives an input it cannot take ("Input is empty.",
+    servables/tensorflow/util.cc:167); TF Serving merges with no limit (util.cc:184-198).
+    """
     from serving import runtime
 
     def no_merging(*_):
