@@ -7,7 +7,10 @@ model's run by the call's deadline (`run_options.set_timeout_in_ms` from
 `context->raw_deadline()`, tensorflow_serving/model_servers/prediction_service_impl.cc:43-46;
 a run past it fails with DEADLINE_EXCEEDED); here the deadline is checked
 before the work starts (`Call.check`), and the batch queue drops queued
-requests whose caller is gone (`serving/batching.py`).
+requests whose caller is gone (`serving/batching.py`). A model call already
+running is not interrupted: TensorFlow 2's Python API cancels function calls
+only through one process-wide context (tensorflow/python/eager/cancellation.py),
+not per request thread.
 
 REST calls and warmup replays have no deadline and cannot be cancelled:
 `NO_CALL`.

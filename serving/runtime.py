@@ -53,10 +53,9 @@ def examples_of(model_input, limits: Limits) -> list[bytes]:
     in servables/tensorflow/util.cc:184-198, context bytes then example bytes)
     and has no limit; here the examples are counted, and the merged size (each
     example plus a copy of the context) bounded by the tensor byte limit,
-    before anything is merged: a 1 MB
-    context with 1,000 empty examples would otherwise cost 1 GB before any
-    check (issue #20). Both refusals are INVALID_ARGUMENT, as the example
-    limit's is.
+    before anything is merged: a 1 MB context with 1,000 empty examples would
+    otherwise cost 1 GB before any check (issue #20). Both refusals are
+    INVALID_ARGUMENT, as the example limit's is.
     """
     kind = model_input.WhichOneof("kind")
     if kind == "example_list":

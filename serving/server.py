@@ -17,9 +17,10 @@ Status codes are TF Serving's (see `serving/servable.py`); a bad request never
 takes the server down, and a call whose deadline has passed or whose client
 has gone gets no model work (`serving/calls.py`). On SIGTERM or SIGINT,
 in-flight gRPC and REST calls get 10 s (queued batches run at once), then the
-process exits, even if a call is stuck. The gRPC port is bound without SO_REUSEPORT (TF Serving
-issue #1288: with it, a second server on the same port starts and the kernel
-splits clients between the two), so a busy port is refused at start.
+process exits, even if a call is stuck. The gRPC port is bound without
+SO_REUSEPORT (TF Serving issue #1288: with it, a second server on the same
+port starts and the kernel splits clients between the two), so a busy port is
+refused at start.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _answer(self, api: str, model_name: str, context, work: Callable[[GrpcCall], object]):
         """`work(call)`'s answer; none is started for a call whose deadline passed or client left.
 
-        A call can wait for a worker thread long enough to expire: it is then
-        answered DEADLINE_EXCEEDED (or CANCELLED) at once (`serving/calls.py`).
+        A call can expire before its work starts (a busy CPU, a large request
+        to read): it is answered DEADLINE_EXCEEDED (or CANCELLED) at once, and
+        checked again right before the model call (`serving/calls.py`).
         """
         call = GrpcCall(context)
         with self.runtime.metrics.request(model_name, api, GRPC) as outcome, grpc_status(context, outcome):
