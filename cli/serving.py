@@ -16,6 +16,7 @@ SERVE_FIELDS = (
     "host",
     "port",
     "rest_api_port",
+    "rest_api_enable_cors_support",
     "poll_seconds",
     "max_batch",
     "max_message_mb",
@@ -27,8 +28,8 @@ SERVE_FIELDS = (
     "request_log_sampling",
 )
 PROXY_FIELDS = (
-    "host", "port", "rest_api_port", "max_message_mb", "workers", "monitoring_config_file",
-    "request_log_sampling",
+    "host", "port", "rest_api_port", "rest_api_enable_cors_support", "max_message_mb", "workers",
+    "monitoring_config_file", "request_log_sampling",
 )  # fmt: skip
 
 

@@ -279,6 +279,11 @@ class ServingConfig:
         maximum=65535,
         tf_serving_flag="rest_api_port",
     )
+    rest_api_enable_cors_support: bool = setting(
+        False,
+        "answer CORS preflight (OPTIONS) and add CORS headers to REST answers, as TF Serving's flag does",
+        tf_serving_flag="rest_api_enable_cors_support",
+    )
     poll_seconds: float = setting(
         2.0, "how often to look for new versions and a changed models.config", above=0.0,
         tf_serving_flag="file_system_poll_wait_seconds",

@@ -434,7 +434,7 @@ class NotFound(RestHandler):
 class RestServer:
     """TF Serving's REST API for a runtime, on its own event-loop thread; `port` is the bound port."""
 
-    def __init__(self, runtime, config: ServingConfig, port: int | None = None, cors: bool = False):
+    def __init__(self, runtime, config: ServingConfig, port: int | None = None):
         port = config.rest_api_port if port is None else port
         try:
             sockets = tornado.netutil.bind_sockets(port, config.host, reuse_port=False)
@@ -444,7 +444,7 @@ class RestServer:
             ) from None
         self.port = sockets[0].getsockname()[1]
         self.runtime = runtime
-        self.cors = cors
+        self.cors = config.rest_api_enable_cors_support
         self.max_body = config.max_message_mb * 2**20
         self.parse_budget = 2 * self.max_body
         self.pool = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rest")

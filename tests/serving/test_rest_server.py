@@ -295,7 +295,7 @@ def test_options_is_a_cors_preflight_as_in_http_server(running):
 
 def test_cors_headers_when_enabled_are_tf_servings(running):
     # http_rest_api_util.cc AddCORSHeaders (lines 40-44), on every /v1 answer.
-    rest = RestServer(running.runtime, ServingConfig(port=0), port=0, cors=True)
+    rest = RestServer(running.runtime, ServingConfig(port=0, rest_api_enable_cors_support=True), port=0)
     try:
         expected = {
             "Access-Control-Allow-Origin": "*",
