@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.nodes import RESOLVERS
+from pipeline.nodes import ALWAYS_RUN
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONED_PACKAGES = (
@@ -143,7 +143,7 @@ def one_run(index: int, args: argparse.Namespace, name: str = "run", flags: list
         "cached_rerun_all_cached": all(
             row["state"] == "CACHED"
             for row in cached_report["components"]
-            if row["component"] not in RESOLVERS  # resolvers pick inputs afresh on every run
+            if row["component"] not in ALWAYS_RUN  # the planner looks at the data directory afresh every run
         ),
     }
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from cli import data, drift, pipeline, rollout, serving
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Python warnings third-party code raises about its own dependencies, which no user of this command can act
+# on: TFX 1.16's proto_utils calls protobuf's deprecated MessageFactory on every component's properties.
+THIRD_PARTY_WARNINGS = ((r"MessageFactory class is deprecated", UserWarning),)
+
+
 def quiet_tensorflow(verbose: bool) -> None:
     """Hide TensorFlow's C++ log below FATAL (inherited by Beam workers) unless `verbose`.
 
@@ -54,6 +60,8 @@ def quiet_tensorflow(verbose: bool) -> None:
     if not verbose:
         # Deprecation notices from TFMA's and TFT's own use of TensorFlow are not actionable here.
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        for message, category in THIRD_PARTY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,8 +4,11 @@ ExampleValidator only records anomalies; it never stops a pipeline. This
 component reads its outputs (the new span's and the gold test set's) and fails
 when any split has an anomaly, naming each feature and TFDV's description of
 the broken constraint. Everything after it (the drift gate, Transform,
-Trainer) is wired downstream of it (`pipeline/pipeline.py`), so bad data never
-reaches them and nothing is pushed.
+Trainer) is wired downstream of it (`pipeline/definition.py`), so bad data never
+reaches them and nothing is pushed. A span that breaks the schema is recorded
+as refused in the span ledger (`core/ledger.py`) and never trained on; a
+broken gold test set stops the run without blaming the span (it runs again
+once the gold set is fixed).
 """
 
 import os
@@ -13,11 +16,12 @@ import os
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import types
 from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
-from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from components.loop_state import record_refusal
 from core.errors import PipelineError
 
 
@@ -77,23 +81,28 @@ def AnomalyGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     schema: InputArtifact[standard_artifacts.Schema],
     gold_anomalies: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
+    ledger: Parameter[str] = "",
 ) -> None:
     """Raise `DataAnomaliesError` listing every anomaly of the new span (`examples`) and the gold test set.
 
-    The span's Examples are an input so that ML Metadata records which span a
-    gate refused (`pipeline/span_plan.py` reads it).
+    A span with anomalies of its own is recorded as refused in `ledger` first.
     """
     curated = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
-    problems = [
-        line
-        for artifact in (anomalies, gold_anomalies)
-        if artifact is not None
-        for split, found in read_anomalies(artifact).items()
-        for line in describe_anomalies(split, found, curated)
-    ]
-    if problems:
-        span = examples.get_int_custom_property("span")
-        raise DataAnomaliesError(
-            f"span {span} or the gold test set breaks the curated schema; stopped before Transform and "
-            "Trainer:\n  " + "\n  ".join(problems)
-        )
+
+    def problems_of(artifact) -> list[str]:
+        if artifact is None:
+            return []
+        found = read_anomalies(artifact).items()
+        return [line for split, result in found for line in describe_anomalies(split, result, curated)]
+
+    span_problems, gold_problems = problems_of(anomalies), problems_of(gold_anomalies)
+    if not span_problems and not gold_problems:
+        return
+    span = examples.get_int_custom_property("span")
+    message = (
+        f"span {span} or the gold test set breaks the curated schema; stopped before Transform and "
+        "Trainer:\n  " + "\n  ".join(span_problems + [f"gold test set: {p}" for p in gold_problems])
+    )
+    if span_problems:
+        record_refusal(ledger, examples, "schema", message)
+    raise DataAnomaliesError(message)

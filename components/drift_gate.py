@@ -7,28 +7,54 @@ L-infinity for the class shares), and records anomalies; like
 ExampleValidator, it never stops a run. This gate reads what it recorded and,
 with `on_drift="stop"`, fails naming each feature that moved, the measured
 distance and the threshold; with `"warn"` it logs the same and lets the span
-train. The span it gated is one of its inputs, so ML Metadata records which
-spans passed: only those ever join a training window (`pipeline/resolvers.py`).
+train. A refused span is recorded in the span ledger (`core/ledger.py`) and
+never joins a training window (`core/span_rules.py`).
 """
 
 import logging
 import os
 
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, path_pb2, schema_pb2
 from tfx.components.distribution_validator.executor import DEFAULT_FILE_NAME
 from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
+from tfx.proto import distribution_validator_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from core.config import ON_DRIFT_STOP
+from components.loop_state import record_refusal
+from core.config import ON_DRIFT_STOP, SpansConfig
 from core.errors import PipelineError
+from core.image_features import FEATURE_NAMES
+from core.vocabulary import LABEL_KEY
 
 log = logging.getLogger(__name__)
 MEASURES = {
     anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon divergence",
     anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity distance",
 }
+
+
+def make_drift_config(config: SpansConfig) -> distribution_validator_pb2.DistributionValidatorConfig:
+    """TFDV drift comparators: Jensen-Shannon per binned image feature, L-infinity on the class shares."""
+    features = []
+    for name in FEATURE_NAMES:
+        comparator = schema_pb2.FeatureComparator()
+        comparator.jensen_shannon_divergence.threshold = config.drift_jsd_threshold
+        features.append((name, comparator))
+    classes = schema_pb2.FeatureComparator()
+    classes.infinity_norm.threshold = config.label_linf_threshold
+    features.append((LABEL_KEY, classes))
+    return distribution_validator_pb2.DistributionValidatorConfig(
+        default_slice_config=distribution_validator_pb2.DistributionValidatorConfig.DatasetConfig(
+            feature=[
+                distribution_validator_pb2.FeatureComparator(
+                    path=path_pb2.Path(step=[name]), distribution_comparator=comparator
+                )
+                for name, comparator in features
+            ]
+        )
+    )
 
 
 class DataDriftError(PipelineError):
@@ -69,6 +95,7 @@ def DriftGate(
     vs_previous_span: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
     vs_window: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
     on_drift: Parameter[str] = ON_DRIFT_STOP,
+    ledger: Parameter[str] = "",
 ) -> None:
     """Fail (`on_drift="stop"`) or warn when either comparison found the new span drifted."""
     problems = []
@@ -81,7 +108,7 @@ def DriftGate(
     span = examples.get_int_custom_property("span")
     message = f"span {span} drifted from the data before it:\n  " + "\n  ".join(problems)
     if on_drift == ON_DRIFT_STOP:
-        raise DataDriftError(
-            message + "\nstopped before Transform and Trainer (set --on-drift warn to train on it)"
-        )
+        message += "\nstopped before Transform and Trainer (set --on-drift warn to train on it)"
+        record_refusal(ledger, examples, "drift", message)
+        raise DataDriftError(message)
     log.warning("%s\ntraining on it anyway (--on-drift warn)", message)

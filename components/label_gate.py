@@ -11,8 +11,9 @@ accuracy against the span's own labels is near its test accuracy (0.92-0.95
 here); against shuffled labels it is chance (0.10). Below
 `min_label_agreement` the run stops before Transform, naming the agreement,
 the threshold and the classes whose labels disagree most, and the span never
-joins a training window (`pipeline/span_plan.py`). Before the first push there
-is no served model and the gate passes.
+joins a training window (it is recorded as refused in the span ledger,
+`core/ledger.py`). The served model comes from `components/served_model.py`;
+before the first push it is empty and the gate passes.
 """
 
 import logging
@@ -22,8 +23,9 @@ import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
-from tfx.utils import path_utils
 
+from components.loop_state import record_refusal
+from components.served_model import served_model_dir
 from core.errors import PipelineError
 from core.examples import compression_of, split_files
 from core.vocabulary import CLASS_NAMES, EXAMPLES_INPUT, LABEL_KEY, PROBABILITIES_OUTPUT, SERVING_SIGNATURE
@@ -66,19 +68,23 @@ def describe_disagreement(agreement: float, per_class: np.ndarray, threshold: fl
 @component
 def LabelGate(
     examples: InputArtifact[standard_artifacts.Examples],
-    model: InputArtifact[standard_artifacts.Model] = None,
+    model: InputArtifact[standard_artifacts.Model],
     min_label_agreement: Parameter[float] = 0.5,
+    ledger: Parameter[str] = "",
 ) -> None:
     """Fail when the served model's accuracy on every split of the new span is below the threshold."""
-    if model is None:
-        log.info("no served model yet: the labels of span are not checked")
+    served = served_model_dir(model)
+    if served is None:
+        log.info("no served model yet: the labels of the span are not checked")
         return
     files = [
         f
         for split in artifact_utils.decode_split_names(examples.split_names)
         for f in split_files(artifact_utils.get_split_uri([examples], split))
     ]
-    agreement, per_class = label_agreement(path_utils.serving_model_path(model.uri), files)
+    agreement, per_class = label_agreement(served, files)
     log.info("the served model agrees with %.4f of the new span's labels", agreement)
     if agreement < min_label_agreement:
-        raise LabelDisagreementError(describe_disagreement(agreement, per_class, min_label_agreement))
+        message = describe_disagreement(agreement, per_class, min_label_agreement)
+        record_refusal(ledger, examples, "labels", message)
+        raise LabelDisagreementError(message)

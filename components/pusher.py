@@ -36,7 +36,9 @@ from typing import Any
 
 import tensorflow as tf
 from tfx import types
+from tfx.components import Pusher
 from tfx.components.pusher import executor as tfx_pusher
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
@@ -168,3 +170,9 @@ class AtomicPusherExecutor(tfx_pusher.Executor):
         self._MarkPushed(
             model_push, pushed_destination=os.path.join(base, str(version)), pushed_version=str(version)
         )
+
+
+class AtomicPusher(Pusher):
+    """TFX's Pusher component with `AtomicPusherExecutor`."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(AtomicPusherExecutor)

@@ -21,6 +21,7 @@ from components.legacy_keras_tuner import keras_tuner
 from components.model import build_layers, build_model, compile_model, float32_for_serving
 from components.signatures import make_serving_signatures
 from core.config import TrainingConfig
+from core.versions import has_saved_model
 from core.vocabulary import CLASSIFY_SIGNATURE, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 from core.warm_start import WarmStart, write_warm_start
 from serving.export import mark_classify_method
@@ -125,8 +126,9 @@ def run_fn(fn_args: FnArgs) -> None:
 
     Early stopping watches each span's own `eval` split (ImportExampleGen's
     hash split), never the gold test set. With `warm_start` and a model
-    serving now (`fn_args.base_model`), training starts from its weights and
-    runs `warm_start_epochs` at `warm_start_learning_rate`.
+    serving now (`fn_args.base_model`, the ServedModel artifact; empty before
+    the first push), training starts from its weights and runs
+    `warm_start_epochs` at `warm_start_learning_rate`.
     """
     config = with_hyperparameters(training_config_from(fn_args.custom_config), fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config.seed)
@@ -134,7 +136,7 @@ def run_fn(fn_args: FnArgs) -> None:
     train, validation, steps_per_epoch = training_data(fn_args, config, tf_transform_output)
 
     epochs, model = config.epochs, None
-    if config.warm_start and fn_args.base_model:
+    if config.warm_start and fn_args.base_model and has_saved_model(fn_args.base_model):
         epochs = config.warm_start_epochs
         model = build_layers(config, steps_per_epoch * epochs)
         why_not = warm_start_from(model, fn_args.base_model)

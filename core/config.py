@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
-from core.vocabulary import MODEL_NAME
+from core.vocabulary import INTAKE_DIR_NAME, MODEL_NAME, SPAN_LEDGER_NAME
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
@@ -421,6 +421,16 @@ class PipelineConfig:
     def metadata_path(self) -> str:
         """The MLMD SQLite store, kept with the artifacts it describes (unless `metadata_mysql` is set)."""
         return os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    @property
+    def intake_dir(self) -> str:
+        """Where the span planner stages the run's span for SpanExampleGen (`core.spans.stage_span`)."""
+        return os.path.join(self.pipeline_root, INTAKE_DIR_NAME)
+
+    @property
+    def span_ledger(self) -> str:
+        """The span ledger: the loop's verdicts on each span (`core/ledger.py`)."""
+        return os.path.join(self.pipeline_root, SPAN_LEDGER_NAME)
 
     @property
     def mysql(self) -> MysqlAddress | None:

@@ -8,6 +8,10 @@ when first used, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
+
 from core.config import is_uri
 
 
@@ -48,6 +52,29 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def replace_text(path: str, text: str) -> None:
+    """Write `text` to `path` so that readers see the old or the new content, never a mix.
+
+    Locally: a sibling temporary file, synced, renamed over the target (the
+    directory is created if needed). On an object store a single object write
+    is already atomic.
+    """
+    if is_uri(path):
+        write_text(path, text)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(staging, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(staging)
 
 
 def rename_dir(source: str, target: str) -> None:

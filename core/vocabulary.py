@@ -51,4 +51,7 @@ REGRESS_OUTPUT = "outputs"
 # Files: GZIP TFRecords of examples, and the manifest written beside them.
 TFRECORD_SUFFIX = ".tfrecord.gz"
 MANIFEST_NAME = "manifest.json"
+# Under the pipeline root: the loop's verdicts on each span, and where the run's span is staged.
+SPAN_LEDGER_NAME = "span_ledger.jsonl"
+INTAKE_DIR_NAME = "intake"
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -1,13 +1,14 @@
 """Who made a pushed model: its lineage, read from ML Metadata (`fmnist lineage`, the drift reference).
 
 From a pushed version the chain is walked backwards through MLMD events:
-Pusher -> Evaluator (metrics, blessing, the served model it was measured
+Pusher -> Evaluator (metrics, blessing, the served version it was measured
 against) and ServingCheck -> Trainer (hyperparameters, module code
-fingerprint, the model it was warm-started from) -> Transform -> the spans of
-its training window, each from SpanExampleGen (input fingerprint, the span's
-manifest: where it came from and the SHA-256 of each file) -> the curated
-schema (ImportSchemaGen) and the image-feature statistics of the window
-(TrainingWindowImageStatistics: the drift report's default reference).
+fingerprint, the served version it was warm-started from) -> Transform -> the
+TrainingWindow's Examples and the spans it holds, each from SpanExampleGen
+(input fingerprint, the span's manifest: where it came from and the SHA-256 of
+each file) -> the curated schema (ImportSchemaGen) and the image-feature
+statistics of the window (TrainingWindowImageStatistics: the drift report's
+default reference). The data directory is the one the run's SpanPlanner read.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from core.errors import InputError
 from core.vocabulary import MANIFEST_NAME
 from core.warm_start import read_warm_start
 from pipeline import nodes
-from pipeline.metadata import OUTPUT_EVENTS, Metadata, open_store, properties, span_of
-from pipeline.report import accuracy_by_slice
+from pipeline.evaluation import accuracy_by_slice
+from pipeline.metadata import OUTPUT_EVENTS, Metadata, properties, served_model_text, span_of
 from serving.rollout import served_version
 
 
@@ -125,7 +126,7 @@ def _span_facts(metadata: Metadata, examples: metadata_store_pb2.Artifact, data_
 
 def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageChain:
     """The chain behind pushed `version` (default: the one serving production, the `stable` label)."""
-    metadata = Metadata(open_store(config), config.pipeline_name)
+    metadata = Metadata.open(config)
     version = version if version is not None else served_version(config.serving_dir, config.model_name)
     pushed = metadata.pushed_models()
     if version not in pushed:
@@ -138,18 +139,17 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
     trainer = _required(metadata.producer(model), "Trainer execution", version)
     transform_graph = _required(metadata.one(trainer.id, "transform_graph"), "transform graph", version)
     transform = _required(metadata.producer(transform_graph), "Transform execution", version)
-    window = sorted(metadata.artifacts(transform.id, "examples"), key=span_of)
-    _required(window or None, "training examples", version)
+    window = _required(metadata.one(transform.id, "examples"), "training window", version)
     schema = _required(metadata.one(transform.id, "schema"), "schema", version)
     schema_gen = metadata.producer(schema)
-    statistics = metadata.consumer_of_all(window, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, "examples")
+    statistics = metadata.consumer_of_all([window], nodes.TRAINING_WINDOW_IMAGE_STATISTICS, "examples")
     image_statistics = metadata.one(statistics.id, "statistics", OUTPUT_EVENTS) if statistics else None
     trainer_config = json.loads(properties(trainer).get("custom_config") or "{}")
-    base_model = metadata.one(trainer.id, "base_model")
     model_run = metadata.one(trainer.id, "model_run", OUTPUT_EVENTS)
     warm_start = read_warm_start(model_run.uri) if model_run else None
-    restored = warm_start is None or warm_start.restored  # no record: a run from before it was kept
-    data_dir = properties(metadata.producer(window[-1]) or trainer).get("input_base")
+    warm_started = warm_start is not None and warm_start.restored
+    plan = metadata.span_plan(metadata.producer(window) or trainer)
+    data_dir = plan.get("data_dir")
     evaluation = _gate_facts(metadata, pusher, "model_blessing")
     evaluator = metadata.producer(metadata.one(pusher.id, "model_blessing")) if evaluation.node else None
     gold = metadata.one(evaluator.id, "examples") if evaluator else None
@@ -161,14 +161,14 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
         trainer_execution=trainer.id,
         hyperparameters=trainer_config.get("training", {}),
         code_fingerprint=trainer_config.get("code_fingerprint"),
-        warm_started_from=base_model.uri if base_model and restored else None,
+        warm_started_from=served_model_text(metadata.one(trainer.id, "base_model")) if warm_started else None,
         evaluation=evaluation,
         serving_check=_gate_facts(metadata, pusher, "infra_blessing"),
         transform_execution=transform.id,
         transform_graph_uri=transform_graph.uri,
         schema_uri=schema.uri,
         schema_file=properties(schema_gen).get("schema_file") if schema_gen else None,
-        spans=[_span_facts(metadata, examples, data_dir) for examples in window],
+        spans=[_span_facts(metadata, examples, data_dir) for examples in metadata.window_sources(window)],
         gold_examples_uri=gold.uri if gold else None,
         data_dir=data_dir,
         source_checksums=_manifest_checksums(data_dir) if data_dir else {},
@@ -183,13 +183,13 @@ def _gate_facts(metadata: Metadata, pusher: metadata_store_pb2.Execution, key: s
     if gate is None:
         return GateFacts()
     evaluation = metadata.one(gate.id, "evaluation", OUTPUT_EVENTS)
-    baseline = metadata.one(gate.id, "baseline_model")
+    baseline = served_model_text(metadata.one(gate.id, "baseline_model"))
     return GateFacts(
         node=metadata.node_of(gate.id),
         blessed=properties(blessing).get("blessed") == 1,
         evaluation_uri=evaluation.uri if evaluation is not None else None,
         accuracy=accuracy_by_slice(evaluation.uri).get("accuracy") if evaluation is not None else None,
-        baseline_model_uri=baseline.uri if baseline is not None else None,
+        baseline_model_uri=baseline,
     )
 
 

@@ -1,7 +1,11 @@
 """Run the pipeline on this machine with TFX's LocalDagRunner.
 
-One runner file per orchestrator: the wiring in `pipeline.py` does not change
-when the engine does.
+One runner file per orchestrator. The runner compiles the pipeline from the
+configuration alone (`pipeline/definition.py`, the same DAG that
+`kubeflow_runner.py` compiles for Kubeflow Pipelines and Vertex AI) and runs
+the compiled IR; which span the run takes and what it is compared with is
+decided inside the DAG. Around it, the runner checks the inputs, holds the
+run lock, points temporary files at one directory, and collects the report.
 """
 
 from __future__ import annotations
@@ -19,18 +23,28 @@ from collections.abc import Iterator
 import tensorflow as tf
 from absl import logging as absl_logging
 from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler
+from tfx.proto.orchestration import pipeline_pb2
 
+from components.span_planner import PLAN_LOG_PREFIX
 from core.config import PipelineConfig, is_uri
 from core.errors import ConfigError, InputError, PipelineError
-from core.spans import GOLD_SPLIT_DIR, gold_file_pattern
-from pipeline.pipeline import create_pipeline
+from core.spans import GOLD_SPLIT_DIR, gold_file_pattern, spans_on_disk
+from pipeline.definition import create_pipeline
+from pipeline.metadata import connection_config
 from pipeline.report import RunReport, collect_run_report, peak_rss_mb
 from pipeline.run_guard import cancel_abandoned_executions, exclusive_run
-from pipeline.span_plan import plan_spans
 
 log = logging.getLogger(__name__)
 
-PROGRESS_MARKERS = ("is running.", "is finished.", "is cached", "Model pushed", "Model version")
+PROGRESS_MARKERS = (
+    "is running.",
+    "is finished.",
+    "is cached",
+    "Model pushed",
+    "Model version",
+    PLAN_LOG_PREFIX,
+)
 
 
 class _ProgressFilter(logging.Filter):
@@ -62,7 +76,7 @@ def show_component_progress(verbose: bool = False) -> None:
 
 
 def check_inputs(config: PipelineConfig) -> None:
-    """Fail early, naming the path, when the gold test set or the schema is missing (spans: `plan_spans`).
+    """Fail early, naming the path, when there are no spans, or the gold test set or the schema is missing.
 
     A local run keeps ML Metadata in SQLite under the pipeline root unless it
     is on MySQL; SQLite cannot open a file in an object store.
@@ -75,6 +89,11 @@ def check_inputs(config: PipelineConfig) -> None:
     gold = f"{config.data_dir}/{GOLD_SPLIT_DIR}"
     if not tf.io.gfile.glob(f"{config.data_dir}/{gold_file_pattern()}"):
         raise InputError(f"{gold}: no TFRecords; run `fmnist data prepare --workdir {config.workdir}` first")
+    if not spans_on_disk(config.data_dir):
+        raise InputError(
+            f"{config.data_dir}: no spans (span-<N>/*.tfrecord.gz); run `fmnist data prepare "
+            f"--workdir {config.workdir}` first"
+        )
     if not tf.io.gfile.exists(config.schema_path):
         raise InputError(f"{config.schema_path}: curated schema not found")
 
@@ -136,11 +155,24 @@ class PipelineFailedError(PipelineError):
         super().__init__(report.error)
         self.report = report
 
+    def summary(self) -> str:
+        """One line: which step failed and the first line of why (the report holds the rest)."""
+        failed = [row.component for row in self.report.components if row.state == "FAILED"]
+        where = f" in {failed[0]}" if failed else ""
+        why = (self.report.error or "").splitlines()[0] if self.report.error else "unknown error"
+        return f"the run failed{where}: {why} (the report above says why in full)"
 
-def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
-    """Run the whole pipeline and return the run report; raise `PipelineFailedError` with it on failure.
 
-    Raises `PipelineBusyError` at once when another run holds the pipeline root.
+def compile_pipeline(config: PipelineConfig) -> pipeline_pb2.Pipeline:
+    """The pipeline's IR for LocalDagRunner: `create_pipeline(config)` with this machine's ML Metadata."""
+    return compiler.Compiler().compile(create_pipeline(config, connection_config(config)))
+
+
+def run_compiled(config: PipelineConfig, ir: pipeline_pb2.Pipeline, verbose: bool = False) -> RunReport:
+    """Run a compiled pipeline once (a copy: LocalDagRunner fills in the run id) and return the report.
+
+    Raises `PipelineFailedError` with the report on failure, `PipelineBusyError`
+    at once when another run holds the pipeline root.
     """
     check_inputs(config)
     show_component_progress(verbose)
@@ -148,24 +180,27 @@ def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
         canceled = cancel_abandoned_executions(config)
         if canceled:
             log.warning("a previous run was killed during %s; those steps run again", ", ".join(canceled))
-        plan = plan_spans(config)
-        print(f"this run: {plan.describe()}", flush=True)
         started = time.monotonic()
         error: Exception | None = None
         try:
             with run_temp_dir():
-                tfx.orchestration.LocalDagRunner().run(create_pipeline(config, plan))
+                this_run = pipeline_pb2.Pipeline()
+                this_run.CopyFrom(ir)
+                tfx.orchestration.LocalDagRunner().run_with_ir(this_run)
         except Exception as err:  # a component failed: the report says which, the error says why
             error = err
         report = dataclasses.replace(
             collect_run_report(config),
             wall_seconds=round(time.monotonic() - started, 1),
             rerun_after_killed=canceled,
-            span=plan.span,
-            span_plan=plan.describe(),
             peak_rss_mb=peak_rss_mb(),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
         )
     if error is not None:
         raise PipelineFailedError(report) from error
     return report
+
+
+def run(config: PipelineConfig, verbose: bool = False) -> RunReport:
+    """Compile the pipeline from `config` and run it once (`fmnist run`)."""
+    return run_compiled(config, compile_pipeline(config), verbose)

@@ -7,16 +7,21 @@ location and how events are read are decided once.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
+from components.served_model import SERVED_VERSION_PROPERTY
+from components.span_planner import PLAN_FILE
+from components.training_window import WINDOW_SOURCES_PROPERTY, WINDOW_SPANS_PROPERTY
+from core import storage
 from core.config import PipelineConfig
 from core.errors import InputError, PipelineError
 from core.versions import parse_version
-from pipeline.nodes import EVALUATOR, SPAN_EXAMPLE_GEN
+from pipeline.nodes import SPAN_PLANNER
 
 SPAN_PROPERTY = "span"
 
@@ -100,6 +105,11 @@ class Metadata:
     def __init__(self, store: mlmd.MetadataStore, pipeline_name: str):
         self.store = store
         self.pipeline_name = pipeline_name
+
+    @classmethod
+    def open(cls, config: PipelineConfig, read_only: bool = True) -> Metadata:
+        """`config`'s pipeline in its store (`open_store`: InputError when there is none yet)."""
+        return cls(open_store(config, read_only), config.pipeline_name)
 
     def pipeline_context(self) -> metadata_store_pb2.Context | None:
         return self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, self.pipeline_name)
@@ -185,23 +195,24 @@ class Metadata:
                 found[version] = artifact
         return found
 
-    def ingested_spans(self) -> set[int]:
-        """Spans the span ExampleGen of this pipeline has turned into Examples artifacts."""
-        return {
-            span_of(artifact)
-            for execution in self.node_executions(SPAN_EXAMPLE_GEN)
-            if execution.last_known_state in FINISHED
-            for artifact in self.outputs(execution.id, "examples")
-        }
+    def run_of(self, execution: metadata_store_pb2.Execution) -> metadata_store_pb2.Context | None:
+        """The `pipeline_run` context an execution belongs to."""
+        found = [c for c in self.store.get_contexts_by_execution(execution.id) if c.type == RUN_CONTEXT]
+        return found[0] if found else None
 
-    def gated_spans(self, gate_node: str) -> set[int]:
-        """Spans whose Examples an execution of `gate_node` read and passed (finished, not failed)."""
-        return {
-            span_of(artifact)
-            for execution in self.node_executions(gate_node)
-            if execution.last_known_state in FINISHED
-            for artifact in self.artifacts(execution.id, "examples")
-        }
+    def span_plan(self, execution: metadata_store_pb2.Execution) -> dict[str, Any]:
+        """What the SpanPlanner of `execution`'s run decided (`plan.json`); {} when it is not there."""
+        run = self.run_of(execution)
+        planners = [e for e in (self.executions(run.id) if run else []) if self.node_of(e.id) == SPAN_PLANNER]
+        plan = self.one(planners[-1].id, "plan", OUTPUT_EVENTS) if planners else None
+        path = f"{plan.uri}/{PLAN_FILE}" if plan is not None else None
+        return json.loads(storage.read_text(path)) if path and storage.exists(path) else {}
+
+    def window_sources(self, window: metadata_store_pb2.Artifact) -> list[metadata_store_pb2.Artifact]:
+        """The span Examples artifacts a TrainingWindow holds, oldest span first."""
+        sources = json.loads(properties(window).get(WINDOW_SOURCES_PROPERTY) or "{}")
+        found = [self.store.get_artifacts_by_uri(uri) for uri in sources.values()]
+        return sorted((a[0] for a in found if a), key=span_of)
 
     def node_executions(self, node: str) -> list[metadata_store_pb2.Execution]:
         """Every execution of one node of this pipeline, oldest first."""
@@ -209,22 +220,22 @@ class Metadata:
         return self.executions(context.id) if context is not None else []
 
     def training_spans(self, model: metadata_store_pb2.Artifact) -> list[int]:
-        """The spans a model was trained on: Model <- Trainer <- transformed examples <- Transform.
-
-        Each transformed-examples artifact leads back to the same Transform run, so a span is
-        counted once.
-        """
+        """The spans a model was trained on: Model <- Trainer <- transformed examples <- Transform <- the
+        TrainingWindow's Examples, whose `window_spans` property lists them."""
         trainer = self.producer(model)
         transformed = self.artifacts(trainer.id, "examples") if trainer else []
         transforms = [t for t in map(self.producer, transformed) if t is not None]
-        return sorted({span_of(a) for t in transforms for a in self.artifacts(t.id, "examples")})
+        windows = [w for t in transforms for w in self.artifacts(t.id, "examples")]
+        return sorted({s for w in windows for s in window_spans(w)})
 
-    def model_before(
-        self, model: metadata_store_pb2.Artifact, warm_started_from: bool
-    ) -> metadata_store_pb2.Artifact | None:
-        """What `model` was warm-started from (`warm_started_from`), or what it was evaluated against."""
-        if warm_started_from:
-            trainer = self.producer(model)
-            return self.one(trainer.id, "base_model") if trainer else None
-        evaluations = self.consumers(model, EVALUATOR)
-        return self.one(evaluations[-1].id, "baseline_model") if evaluations else None
+
+def served_model_text(model: metadata_store_pb2.Artifact | None) -> str | None:
+    """ "version V (<uri>)" for a ServedModel artifact that holds a served version; None otherwise."""
+    version = properties(model).get(SERVED_VERSION_PROPERTY) if model is not None else None
+    return f"version {version} ({model.uri})" if version else None
+
+
+def window_spans(examples: metadata_store_pb2.Artifact) -> list[int]:
+    """The spans an Examples artifact holds: a TrainingWindow's list, else the artifact's own span."""
+    listed = properties(examples).get(WINDOW_SPANS_PROPERTY)
+    return json.loads(listed) if listed else [span_of(examples)]

@@ -12,35 +12,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import resource
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 
 from components.drift_gate import describe_drift, split_pair_anomalies
-from components.evaluation_metrics import (
-    EXPECTED_CALIBRATION_ERROR,
-    PER_CLASS_METRICS,
-    TOP_LABEL_CALIBRATION,
-)
+from components.span_planner import DESCRIPTION_PROPERTY, SPAN_PROPERTY
 from core import storage
 from core.config import PipelineConfig
-from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES
+from core.vocabulary import CLASS_NAMES
 from core.warm_start import read_warm_start
 from pipeline import nodes
-from pipeline.metadata import Metadata, open_store, properties, store_exists
+from pipeline.evaluation import (
+    accuracy_by_slice,
+    calibration_buckets,
+    confusion_matrix,
+    most_confused_pairs,
+    validation_failures,
+)
+from pipeline.metadata import Metadata, properties, served_model_text, store_exists
 from pipeline.plots import save_confusion_matrix, save_reliability_diagram
 from serving.rollout import read_rollout
 
-ACCURACY_METRIC = "sparse_categorical_accuracy"
-EXAMPLE_COUNT_METRIC = "example_count"
-# TFMA names the models "candidate" and "baseline" when there is a baseline, "" otherwise.
-CANDIDATE_MODEL_NAMES = ("", "candidate")
 REPORTS_DIR = "reports"
 DRIFT_COMPARISONS = {
     nodes.DRIFT_VS_PREVIOUS_SPAN: "the previous span",
@@ -112,125 +109,6 @@ class RunReport:
         return cls(**{**data, "components": components, "model": model})
 
 
-def accuracy_by_slice(evaluation_uri: str) -> dict[str, Any]:
-    """Overall accuracy, example count and calibration error, accuracy per class, and per class
-    TFMA's binarized precision, recall and accuracy, from TFMA's metrics."""
-    result: dict[str, Any] = {"per_class": {}, "per_class_binary": {}}
-    binary_names = {metric.key for metric in PER_CLASS_METRICS.values()}
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        candidate = [
-            kv
-            for kv in slice_metrics.metric_keys_and_values
-            if kv.key.model_name in CANDIDATE_MODEL_NAMES and not kv.key.is_diff
-        ]
-        values = {
-            kv.key.name: kv.value.double_value.value for kv in candidate if not kv.key.HasField("sub_key")
-        }
-        keys = slice_metrics.slice_key.single_slice_keys
-        if not keys:
-            result["accuracy"] = values.get(ACCURACY_METRIC)
-            result["examples"] = int(values.get(EXAMPLE_COUNT_METRIC, 0))
-            result["expected_calibration_error"] = values.get(EXPECTED_CALIBRATION_ERROR)
-            for kv in candidate:
-                if kv.key.name in binary_names and kv.key.sub_key.HasField("class_id"):
-                    class_name = CLASS_NAMES[kv.key.sub_key.class_id.value]
-                    per_class = result["per_class_binary"].setdefault(class_name, {})
-                    value = kv.value.double_value.value
-                    if math.isfinite(value):  # NaN: the precision of a class never answered
-                        per_class[kv.key.name] = value
-        elif keys[0].column == LABEL_KEY:
-            label = int(keys[0].int64_value)
-            result["per_class"][CLASS_NAMES[label]] = values.get(ACCURACY_METRIC)
-    return result
-
-
-def calibration_buckets(evaluation_uri: str) -> list[list[float]]:
-    """The overall slice's top-label reliability buckets: [low, high, examples, accuracy, confidence]."""
-    for plots in tfma.load_plots(evaluation_uri):
-        if plots.slice_key.single_slice_keys:
-            continue
-        for key_and_value in plots.plot_keys_and_values:
-            key = key_and_value.key
-            if key.model_name not in CANDIDATE_MODEL_NAMES or key.name != TOP_LABEL_CALIBRATION:
-                continue
-            rows = []
-            for bucket in key_and_value.value.calibration_histogram_buckets.buckets:
-                count = bucket.num_weighted_examples.value
-                rows.append([
-                    round(bucket.lower_threshold_inclusive, 4), round(bucket.upper_threshold_exclusive, 4),
-                    count,
-                    bucket.total_weighted_label.value / count if count else 0.0,
-                    bucket.total_weighted_refined_prediction.value / count if count else 0.0,
-                ])  # fmt: skip
-            return rows
-    return []
-
-
-def confusion_matrix(evaluation_uri: str) -> np.ndarray:
-    """The overall slice's confusion matrix (rows true class, columns predicted) from TFMA's plot."""
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    for plots in tfma.load_plots(evaluation_uri):
-        if plots.slice_key.single_slice_keys:
-            continue
-        for key_and_value in plots.plot_keys_and_values:
-            if key_and_value.key.model_name not in CANDIDATE_MODEL_NAMES:
-                continue
-            for table in key_and_value.value.multi_class_confusion_matrix_at_thresholds.matrices:
-                for entry in table.entries:
-                    matrix[entry.actual_class_id, entry.predicted_class_id] += round(
-                        entry.num_weighted_examples
-                    )
-    return matrix
-
-
-def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[dict[str, Any]]:
-    """The largest off-diagonal cells: which true class is most often taken for which."""
-    off_diagonal = [
-        (int(matrix[t, p]), t, p)
-        for t in range(len(matrix))
-        for p in range(len(matrix))
-        if t != p and matrix[t, p]
-    ]
-    return [
-        {"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "examples": n}
-        for n, t, p in sorted(off_diagonal, key=lambda c: (-c[0], c[1], c[2]))[:count]
-    ]
-
-
-def threshold_text(threshold: tfma.MetricThreshold) -> str:
-    """A TFMA threshold in words: "must be >= 0.9" or "change vs baseline must be >= -0.005"."""
-    if threshold.HasField("change_threshold"):
-        change = threshold.change_threshold
-        bound = change.absolute.value if change.HasField("absolute") else change.relative.value
-        kind = "absolute" if change.HasField("absolute") else "relative"
-        return f"{kind} change vs baseline must be >= {bound:g}"
-    bounds = threshold.value_threshold
-    parts = []
-    if bounds.HasField("lower_bound"):
-        parts.append(f">= {bounds.lower_bound.value:g}")
-    if bounds.HasField("upper_bound"):
-        parts.append(f"<= {bounds.upper_bound.value:g}")
-    return "must be " + " and ".join(parts)
-
-
-def validation_failures(evaluation_uri: str) -> list[str]:
-    """Why TFMA refused to bless: one line per failed threshold (metric, slice, value, bound)."""
-    validation = tfma.load_validation_result(evaluation_uri)
-    lines = []
-    for per_slice in validation.metric_validations_per_slice:
-        where = ""
-        for key in per_slice.slice_key.single_slice_keys:
-            if key.column == LABEL_KEY:
-                where = f" [class {CLASS_NAMES[int(key.int64_value)]}]"
-        for failure in per_slice.failures:
-            name = failure.metric_key.name + (" change" if failure.metric_key.is_diff else "")
-            lines.append(
-                f"{name}{where} = {failure.metric_value.double_value.value:.4f}, "
-                f"{threshold_text(failure.metric_threshold)}"
-            )
-    return lines
-
-
 def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, node: str) -> None:
     """Add what one output artifact of the run says about the model."""
     props = properties(artifact)
@@ -245,8 +123,13 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
         facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
     elif artifact.type == "ModelRun":
         warm_start = read_warm_start(artifact.uri)
-        if warm_start is not None and not warm_start.restored:
+        if warm_start is None:  # the Trainer was offered nothing that serves
+            facts["trained_from_scratch"] = True
+        elif not warm_start.restored:
             facts["not_warm_started_because"] = warm_start.why_not
+    elif node == nodes.SPAN_PLANNER:
+        facts["span"] = props.get(SPAN_PROPERTY)
+        facts["span_plan"] = props.get(DESCRIPTION_PROPERTY)
     elif artifact.type == "ModelBlessing":
         facts["blessed"] = props.get("blessed") == 1
     elif artifact.type == "InfraBlessing":
@@ -262,7 +145,7 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
     """Everything MLMD and TFMA know about the newest run of `config`'s pipeline."""
     if not store_exists(config):  # the run failed before TFX created its store
         return RunReport(run_id=None)
-    metadata = Metadata(open_store(config), config.pipeline_name)
+    metadata = Metadata.open(config)
     run = metadata.latest_run()
     if run is None:
         return RunReport(run_id=None)
@@ -275,20 +158,23 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
         for artifact in metadata.outputs(execution.id):
             _model_facts(facts, artifact, node)
         for key, fact in (("base_model", "warm_started_from"), ("baseline_model", "baseline_model")):
-            found = metadata.one(execution.id, key)
-            if found is not None:
-                facts[fact] = found.uri
-    if facts.get("not_warm_started_because"):  # offered the served model, but trained from scratch
-        facts.pop("warm_started_from", None)
+            served = served_model_text(metadata.one(execution.id, key))
+            if served is not None:
+                facts[fact] = served
+    if facts.get("not_warm_started_because") or facts.get("trained_from_scratch"):
+        facts.pop("warm_started_from", None)  # offered the served model, but trained from scratch
+    facts.pop("trained_from_scratch", None)
     if facts.get("blessed") is False and facts.get("evaluation_uri"):
         facts["not_blessed_because"] = validation_failures(facts["evaluation_uri"])
-    drift = facts.pop("drift", [])
+    drift, span, plan = facts.pop("drift", []), facts.pop("span", None), facts.pop("span_plan", None)
     rollout = read_rollout(config.serving_dir, config.model_name)
     return RunReport(
         run_id=run.name,
         components=components,
         model=ModelFacts(**facts),
         drift=drift,
+        span=span,
+        span_plan=plan,
         rollout=rollout.describe() if rollout.stable is not None else None,
     )
 
@@ -314,9 +200,10 @@ def format_report(report: RunReport) -> str:
         lines.append(f"{'wall time (the whole run)':<42}{report.wall_seconds:>9.1f}")
     if report.rerun_after_killed:
         lines.append(f"redone after a killed run: {', '.join(report.rerun_after_killed)}")
-    if report.drift:
+    drift = [line for line in report.drift if line not in (report.error or "")]  # not twice
+    if drift:
         lines.append("drift of the new span:")
-        lines.extend(f"  {line}" for line in report.drift)
+        lines.extend(f"  {line}" for line in drift)
     model = report.model
     if model.warm_started_from:
         lines.append(f"warm-started from the served model {model.warm_started_from}")
@@ -406,7 +293,7 @@ def save_report(report: RunReport, config: PipelineConfig) -> tuple[RunReport, s
 def latest_report(config: PipelineConfig) -> RunReport:
     """The newest run's report as `fmnist run` saved it; collected from MLMD if it was never saved."""
     if store_exists(config):
-        run = Metadata(open_store(config), config.pipeline_name).latest_run()
+        run = Metadata.open(config).latest_run()
         if run is not None and storage.exists(report_path(config, run.name)):
             return RunReport.from_json(json.loads(storage.read_text(report_path(config, run.name))))
     return collect_run_report(config)

@@ -11,10 +11,13 @@ name>')`, held on a connection for the length of the run and dropped by the
 server when that connection ends (the process killed included).
 
 A run killed mid-component leaves its execution in MLMD in state RUNNING
-forever (TFX marks executions only when they finish). Once the lock is held, no
-other run can be alive, so such executions are marked CANCELED, with a note,
-before the new run starts; the new run then reuses every cached upstream output
-and redoes the interrupted component under a new execution.
+forever (TFX marks executions only when they finish), and the output
+directories TFX made for it (`<pipeline_root>/<node>/<output>/<execution id>/`,
+empty or half-written, never published). Once the lock is held, no other run
+can be alive, so such executions are marked CANCELED, with a note, and their
+directories deleted, before the new run starts; the new run then reuses every
+cached upstream output and redoes the interrupted component under a new
+execution.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from core.config import PipelineConfig, is_uri
 from core.errors import PipelineError
-from pipeline.metadata import UNFINISHED, Metadata, open_store, store_exists
+from pipeline.metadata import UNFINISHED, Metadata, store_exists
 
 LOCK_FILE = ".run.lock"
 
@@ -121,7 +124,7 @@ def cancel_abandoned_executions(config: PipelineConfig) -> list[str]:
     """
     if not store_exists(config):
         return []
-    metadata = Metadata(open_store(config, read_only=False), config.pipeline_name)
+    metadata = Metadata.open(config, read_only=False)
     pipeline = metadata.pipeline_context()
     if pipeline is None:
         return []
@@ -133,4 +136,25 @@ def cancel_abandoned_executions(config: PipelineConfig) -> list[str]:
         ].string_value = "its run ended without finishing it (process killed); canceled by the next run"
     if abandoned:
         metadata.store.put_executions(abandoned)
+    for execution in abandoned:
+        remove_unpublished_outputs(config.pipeline_root, metadata.node_of(execution.id), execution.id)
     return sorted(metadata.node_of(e.id) for e in abandoned)
+
+
+def remove_unpublished_outputs(pipeline_root: str, node: str, execution_id: int) -> list[str]:
+    """Delete what TFX made for an execution that never finished: its output and working directories.
+
+    TFX lays them out as `<root>/<node>/<output key>/<execution id>` and
+    `<root>/<node>/.system/<kind>/<execution id>`; an unfinished execution's
+    outputs are never published in ML Metadata, so nothing refers to them.
+    """
+    import tensorflow as tf
+
+    patterns = [
+        f"{pipeline_root}/{node}/*/{execution_id}",
+        f"{pipeline_root}/{node}/.system/*/{execution_id}",
+    ]
+    removed = [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
+    for path in removed:
+        tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
+    return removed

@@ -6,12 +6,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli.main import quiet_tensorflow  # imports `core` first, which pins Keras before TensorFlow loads
 from core.config import EvaluationConfig, PipelineConfig, SpansConfig, TrainingConfig, replace
-from ingest.prepare import DEBIAN_DIR, OFFICIAL_FILES, prepare_dataset
-from pipeline.local_runner import run
+from ingest.prepare import DEBIAN_DIR, OFFICIAL_FILES, parse_split, prepare_dataset, read_split
+from pipeline.local_runner import PipelineFailedError
 
 quiet_tensorflow(verbose=False)
 
@@ -92,46 +93,89 @@ def add_stray_files(data_dir: Path) -> None:
     shutil.copy(next((data_dir / "span-1").glob("*.tfrecord.gz")), data_dir / "span-1" / "backup.tfrecord")
 
 
-@pytest.fixture(scope="session")
-def pipeline_runs(slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Four runs on one workdir, as the loop goes:
+LOOP_FIRST_SPAN = 2000  # enough images for a first model the label gate can lean on
+LOOP_LATER_SPAN = 300
 
-    1. span 1 arrives: every component runs, version A is pushed (stable and canary);
-    2. span 2 arrives: the window is spans 1-2, warm-started from A and gated against A: B is the canary;
-    3. nothing new: fully cached;
-    4. a changed recipe that must beat the served model by a whole point: retrained, refused.
+
+def official_training_images(official_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` images and labels of the official training split (verified)."""
+    data = read_split(official_dir, OFFICIAL_FILES["train"])
+    images, labels = parse_split(data, "train", OFFICIAL_FILES["train"])
+    return images[:count], labels[:count]
+
+
+def loop_config(workdir: Path, **changes) -> PipelineConfig:
+    """The tiny configuration, with a first model good enough that shuffled labels show (60 steps)."""
+    base = tiny_config(workdir, workdir / "data")
+    return replace(
+        base,
+        training={"max_steps_per_epoch": 60},
+        spans={"min_label_agreement": 0.3},
+        **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(official_dir: Path, slice_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The loop as a user meets it, from ONE compiled pipeline run again and again (LocalDagRunner):
+
+    1. span 1 (2,000 real images) arrives: every component runs, version A is pushed (stable, canary);
+    then spans 2, 3 and 4 arrive at once and the next runs take them in order:
+    2. span 2, span 4's images inverted: the drift gate refuses it;
+    3. span 3, real images with shuffled labels: the label gate (the served model A) refuses it;
+    4. span 4, real images: window spans 1 and 4, warm-started from A, gated against A: B is the canary;
+    5. nothing new: fully cached;
+    6. a changed recipe (compiled from its own configuration) that must beat the served model by a whole
+       point: retrained on span 4's window, refused.
     """
+    from ingest.spans import write_span
+    from pipeline.local_runner import compile_pipeline, run_compiled
+
     workdir = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(slice_data, workdir / "data")
-    add_stray_files(workdir / "data")
-    config = tiny_config(workdir, workdir / "data")
+    data = workdir / "data"
+    shutil.copytree(slice_data, data)
+    for span in sorted(data.glob("span-*")):
+        shutil.rmtree(span)
+    images, labels = official_training_images(official_dir, LOOP_FIRST_SPAN + LOOP_LATER_SPAN)
+    write_span(str(data), images[:LOOP_FIRST_SPAN], labels[:LOOP_FIRST_SPAN], LOOP_SOURCE, span=1)
+    add_stray_files(data)
+    config = loop_config(workdir)
+    compiled = compile_pipeline(config)
     served = Path(config.serving_dir)
     system_temp = tmp_path_factory.mktemp("system-temp")  # watched: a run must leave nothing here
+    runs, snapshots = {}, {}
+
+    def run_once(name: str, run_config: PipelineConfig = config, ir=compiled) -> None:
+        try:
+            runs[name] = run_compiled(run_config, ir)
+        except PipelineFailedError as failure:
+            runs[name] = failure
+        snapshots[name] = snapshot(served)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tempfile, "tempdir", str(system_temp))
         patch.setenv("TMPDIR", str(system_temp))
-        first = run(config)
-        served_after_first = snapshot(served)
-        second = run(config)
-        served_after_second = snapshot(served)
-        third = run(config)
-        served_after_third = snapshot(served)
-        strict = replace(
-            tiny_config(workdir, workdir / "data", accuracy_floor=0.99),
-            training={"learning_rate": 1e-2},  # a changed recipe: a new candidate is trained
-            # must beat the served model by a whole point overall and in every class: both change gates fail
-            evaluation={"max_accuracy_drop": -1.0, "max_class_drop": -1.0},
+        run_once("first")
+        later = images[LOOP_FIRST_SPAN:], labels[LOOP_FIRST_SPAN:]
+        write_span(str(data), 255 - later[0], later[1], "span 4's images, inverted", span=2)
+        shuffled = np.random.default_rng(7).permutation(later[1])
+        write_span(str(data), later[0], shuffled, "span 4's images, labels shuffled", span=3)
+        write_span(str(data), *later, "official training split, images 2000-2299", span=4)
+        for name in ("drifted", "mislabelled", "second", "third"):
+            run_once(name)
+        strict = loop_config(
+            workdir,
+            evaluation={"accuracy_floor": 0.99, "max_accuracy_drop": -1.0, "max_class_drop": -1.0},
         )
-        fourth = run(strict)
+        strict = replace(strict, training={"learning_rate": 1e-2})  # a changed recipe: a new candidate
+        run_once("fourth", strict, compile_pipeline(strict))
     return {
         "config": config,
-        "first": first,
-        "second": second,
-        "third": third,
-        "fourth": fourth,
-        "served_after_first": served_after_first,
-        "served_after_second": served_after_second,
-        "served_after_third": served_after_third,
-        "served_after_fourth": snapshot(served),
+        "compiled": compiled,
+        **runs,
+        **{f"served_after_{name}": files for name, files in snapshots.items()},
         "left_in_system_temp": sorted(os.listdir(system_temp)),
     }
+
+
+LOOP_SOURCE = "official training split, images 0-1999"

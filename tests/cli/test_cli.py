@@ -232,3 +232,30 @@ def test_console_script_is_installed():
         [Path(sys.executable).parent / "fmnist", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "data" in result.stdout and "exit codes:" in result.stdout
+
+
+def test_a_failed_run_says_why_once_in_its_report_and_once_in_a_line_on_stderr(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from pipeline import local_runner
+    from pipeline.report import ComponentRun, RunReport
+
+    lines = [
+        f"against the previous span, feature 'grid_0{i}': Jensen-Shannon divergence 0.9 > 0.3" for i in (1, 2)
+    ]
+    error = "DataDriftError: span 3 drifted from the data before it:\n  " + "\n  ".join(lines)
+    report = RunReport(
+        run_id="r", components=[ComponentRun("DriftGate", "FAILED", 0.1)], drift=lines, error=error
+    )
+
+    def failing(config, verbose=False):
+        raise local_runner.PipelineFailedError(report)
+
+    monkeypatch.setattr(local_runner, "run", failing)
+    assert main(["run", "--workdir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert all(out.count(line) == 1 for line in lines), out  # in the error, not again in a drift section
+    assert err.strip().splitlines() == [
+        "error: the run failed in DriftGate: DataDriftError: span 3 drifted from the data before it: "
+        "(the report above says why in full)"
+    ]

@@ -20,7 +20,7 @@ from ml_metadata.proto import metadata_store_pb2
 from core.config import PipelineConfig
 from pipeline.local_runner import run
 from pipeline.metadata import Metadata, open_store
-from pipeline.nodes import RESOLVERS
+from pipeline.nodes import ALWAYS_RUN
 from pipeline.run_guard import PipelineBusyError
 from tests.conftest import tiny_config
 
@@ -31,7 +31,6 @@ RUNNING = metadata_store_pb2.Execution.RUNNING
 RUN_IN_CHILD = """
 import sys
 from pipeline.local_runner import run
-from pipeline.nodes import RESOLVERS
 from tests.conftest import tiny_config
 run(tiny_config(sys.argv[1], sys.argv[2], learning_rate=float(sys.argv[3])))
 """
@@ -47,7 +46,7 @@ def start_run(workdir: Path, learning_rate: float) -> subprocess.Popen:
 def running_nodes(config: PipelineConfig) -> set[str]:
     """Nodes with an execution in RUNNING, read from MLMD (empty while the store is being created)."""
     try:
-        metadata = Metadata(open_store(config), config.pipeline_name)
+        metadata = Metadata.open(config)
         return {
             metadata.node_of(e.id) for e in metadata.store.get_executions() if e.last_known_state == RUNNING
         }
@@ -108,6 +107,10 @@ def test_killed_during_transform_then_during_trainer_the_reruns_complete(workdir
     assert len(canceled) == 2 and all(
         "process killed" in e.custom_properties["fmnist_note"].string_value for e in canceled
     )
+    root = Path(config.pipeline_root)
+    for execution in canceled:  # nothing of the killed executions is left on disk (#20: empty model dirs)
+        left = [*root.glob(f"*/*/{execution.id}"), *root.glob(f"*/.system/*/{execution.id}")]
+        assert left == [], left
 
 
 def test_a_second_run_at_the_same_time_is_refused_and_the_store_stays_sound(workdir: Path):
@@ -127,5 +130,5 @@ def test_a_second_run_at_the_same_time_is_refused_and_the_store_stays_sound(work
     finally:
         first.kill()
     report = run(config)  # the store is intact: everything the first run made is reused
-    executed = {name: state for name, state in states(report).items() if name not in RESOLVERS}
+    executed = {name: state for name, state in states(report).items() if name not in ALWAYS_RUN}
     assert set(executed.values()) == {"CACHED"}, json.dumps(executed)

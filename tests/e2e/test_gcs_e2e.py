@@ -78,7 +78,7 @@ def test_a_run_reads_and_writes_only_gs_and_its_rerun_is_cached(cloud_runs: dict
     saved, path = save_report(first, config)  # as `fmnist run` saves it: JSON and the confusion PNG
     assert path.startswith(f"{config.pipeline_root}/reports/") and tf.io.gfile.exists(path)
     assert tf.io.gfile.exists(saved.confusion_matrix_png)
-    executed = {name: state for name, state in second.states().items() if name not in nodes.RESOLVERS}
+    executed = {name: state for name, state in second.states().items() if name not in nodes.ALWAYS_RUN}
     assert set(executed.values()) == {"CACHED"}, executed
 
 

@@ -6,6 +6,7 @@ with nothing new (fully cached), and a changed recipe that is refused.
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,39 +17,31 @@ import tensorflow as tf
 from core.vocabulary import CLASS_NAMES, IMAGE_KEY, LABEL_KEY, PIXELS
 from pipeline import nodes
 from pipeline.local_runner import PipelineFailedError, run
-from pipeline.metadata import Metadata, open_store, span_of
+from pipeline.metadata import Metadata, properties, window_spans
 from pipeline.report import RunReport, save_report
 from serving.rollout import models_config_path, read_rollout
-from tests.conftest import SLICE_SIZE, tiny_config
+from tests.conftest import LOOP_SOURCE, SLICE_SIZE, tiny_config
 
 pytestmark = pytest.mark.e2e
 
-FIRST_RUN_NODES = {
-    nodes.SPAN_EXAMPLE_GEN, nodes.GOLD_EXAMPLE_GEN, nodes.SCHEMA_GEN, nodes.SPAN_STATISTICS,
-    nodes.GOLD_STATISTICS, nodes.SPAN_VALIDATOR, nodes.GOLD_VALIDATOR, nodes.ANOMALY_GATE, nodes.DRIFT_GATE,
-    nodes.LABEL_GATE_MODEL, nodes.LABEL_GATE,
-    nodes.TRAINING_WINDOW, nodes.TRAINING_WINDOW_IMAGE_STATISTICS, nodes.TRANSFORM, nodes.WARM_START_MODEL,
-    nodes.TRAINER, nodes.SERVED_MODEL, nodes.EVALUATOR, nodes.SERVING_CHECK, nodes.PUSHER,
-}  # fmt: skip
-DRIFT_NODES = {
-    nodes.PREVIOUS_SPAN, nodes.PREVIOUS_WINDOW, nodes.SPAN_IMAGE_STATISTICS,
-    nodes.PREVIOUS_SPAN_IMAGE_STATISTICS, nodes.PREVIOUS_WINDOW_IMAGE_STATISTICS,
-    nodes.DRIFT_VS_PREVIOUS_SPAN, nodes.DRIFT_VS_WINDOW,
+EVERY_NODE = {
+    nodes.DATA_DIRECTORY, nodes.SPAN_PLANNER, nodes.SPAN_EXAMPLE_GEN, nodes.GOLD_EXAMPLE_GEN,
+    nodes.SCHEMA_GEN,
+    nodes.SPAN_STATISTICS, nodes.GOLD_STATISTICS, nodes.SPAN_VALIDATOR, nodes.GOLD_VALIDATOR,
+    nodes.ANOMALY_GATE, nodes.SPAN_IMAGE_STATISTICS, nodes.DRIFT_BASELINES, nodes.DRIFT_VS_PREVIOUS_SPAN,
+    nodes.DRIFT_VS_WINDOW, nodes.DRIFT_GATE, nodes.SERVED_MODEL, nodes.LABEL_GATE, nodes.TRAINING_WINDOW,
+    nodes.TRAINING_WINDOW_IMAGE_STATISTICS, nodes.TRANSFORM, nodes.TRAINER, nodes.EVALUATOR,
+    nodes.SERVING_CHECK, nodes.PUSHER, nodes.MODEL_VERDICT,
 }  # fmt: skip
 
 
 def metadata(pipeline_runs: dict) -> Metadata:
-    config = pipeline_runs["config"]
-    return Metadata(open_store(config), config.pipeline_name)
-
-
-def latest_execution(meta: Metadata, node: str):
-    return meta.node_executions(node)[-1]
+    return Metadata.open(pipeline_runs["config"])
 
 
 def test_the_first_span_runs_every_component_and_becomes_stable_and_canary(pipeline_runs: dict):
     report = pipeline_runs["first"]
-    assert set(report.states()) == FIRST_RUN_NODES  # no earlier span: nothing to compare with yet
+    assert set(report.states()) == EVERY_NODE  # the first span is compared with itself: nothing before it
     assert set(report.states().values()) == {"COMPLETE"}, report.states()
     assert report.span == 1 and "span 1 (new), the first span" in report.span_plan
     model = report.model
@@ -65,18 +58,18 @@ def test_the_second_span_trains_on_the_window_warm_started_and_gated_against_the
     pipeline_runs: dict,
 ):
     first, second = pipeline_runs["first"].model, pipeline_runs["second"]
-    assert set(second.states()) == FIRST_RUN_NODES | DRIFT_NODES
-    assert second.span == 2 and "compared with span 1" in second.span_plan
+    assert set(second.states()) == EVERY_NODE and set(second.states().values()) <= {"COMPLETE", "CACHED"}
+    assert second.span == 4 and "span 4 (new), compared with span 1" in second.span_plan
+    assert "refused spans (never trained on): [2, 3]" in second.span_plan
     meta = metadata(pipeline_runs)
-    transform = latest_execution(meta, nodes.TRANSFORM)
-    assert sorted(span_of(a) for a in meta.artifacts(transform.id, "examples")) == [1, 2]
-    served_model = meta.one(meta.producer(meta.pushed_models()[int(first.pushed_version)]).id, "model")
-    trainer = latest_execution(meta, nodes.TRAINER)
-    assert meta.one(trainer.id, "base_model").id == served_model.id  # offered what serves...
-    assert second.model.warm_started_from == served_model.uri  # ...and started from its weights
+    transform = meta.node_executions(nodes.TRANSFORM)[1]  # the second Transform: span 4's
+    assert window_spans(meta.one(transform.id, "examples")) == [1, 4]  # the refused spans 2 and 3 left out
+    trainer, evaluator = meta.node_executions(nodes.TRAINER)[1], meta.node_executions(nodes.EVALUATOR)[1]
+    served = meta.one(trainer.id, "base_model")  # offered what serves (the stable version A) ...
+    assert properties(served)["served_version"] == int(first.pushed_version)
+    assert second.model.warm_started_from == f"version {first.pushed_version} ({served.uri})"  # ...restored
     assert second.model.not_warm_started_because is None
-    evaluator = latest_execution(meta, nodes.EVALUATOR)
-    assert meta.one(evaluator.id, "baseline_model").id == served_model.id  # gated against what serves
+    assert meta.one(evaluator.id, "baseline_model").id == served.id  # gated against what serves
     assert second.model.pushed is True
     rollout = read_rollout(pipeline_runs["config"].serving_dir, pipeline_runs["config"].model_name)
     assert (rollout.stable, rollout.canary) == (int(first.pushed_version), int(second.model.pushed_version))
@@ -177,9 +170,9 @@ def test_the_served_graph_computes_in_float32_even_when_training_used_bfloat16(p
 
 def test_a_run_with_no_new_span_is_fully_cached_and_pushes_nothing(pipeline_runs: dict):
     report = pipeline_runs["third"]
-    assert report.span == 2 and "ingested before" in report.span_plan
-    executed = {name: state for name, state in report.states().items() if name not in nodes.RESOLVERS}
-    assert set(executed.values()) == {"CACHED"}, executed
+    assert report.span == 4 and "ingested before" in report.span_plan
+    executed = {name: state for name, state in report.states().items() if name not in nodes.ALWAYS_RUN}
+    assert set(executed.values()) == {"CACHED"} and set(executed) == EVERY_NODE - nodes.ALWAYS_RUN, executed
     assert pipeline_runs["served_after_third"] == pipeline_runs["served_after_second"]
 
 
@@ -284,9 +277,9 @@ def test_bad_data_stops_the_run_before_transform_and_pushes_nothing(
 def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: dict, capsys):
     from cli.main import main
     from ingest.prepare import OFFICIAL_FILES
+    from pipeline.definition import RUN_MODULE
     from pipeline.fingerprint import code_fingerprint
     from pipeline.lineage import LineageError, lineage_of
-    from pipeline.pipeline import RUN_MODULE
 
     config, first, second = (
         pipeline_runs["config"],
@@ -301,7 +294,7 @@ def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: di
     assert chain.code_fingerprint == code_fingerprint(RUN_MODULE)
     assert chain.schema_file == config.schema_path and chain.data_dir == config.data_dir
     assert [s.span for s in chain.spans] == [1] and chain.warm_started_from is None
-    assert chain.spans[0].source == "official training split, part 1 of 2"
+    assert chain.spans[0].source == LOOP_SOURCE
     assert "split:input,num_files:4" in chain.spans[0].input_fingerprint  # not backup.tfrecord
     assert len(chain.spans[0].file_sha256) == 4
     assert chain.source_checksums["train images"] == OFFICIAL_FILES["train"]["images"].sha256
@@ -309,19 +302,14 @@ def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: di
     assert (Path(chain.image_statistics_uri) / "Split-train" / "FeatureStats.pb").is_file()
 
     canary = lineage_of(config, int(second.pushed_version))
-    assert [s.span for s in canary.spans] == [1, 2]
-    assert canary.warm_started_from == first_model_uri(config, first)
+    assert [s.span for s in canary.spans] == [1, 4]
+    assert canary.warm_started_from.startswith(f"version {first.pushed_version} (")
     assert canary.evaluation.baseline_model_uri == canary.warm_started_from
 
     assert main(["lineage", "--workdir", config.workdir, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == chain.version
     with pytest.raises(LineageError, match="version 1 was not pushed"):
         lineage_of(config, 1)
-
-
-def first_model_uri(config, facts) -> str:
-    meta = Metadata(open_store(config), config.pipeline_name)
-    return meta.one(meta.producer(meta.pushed_models()[int(facts.pushed_version)]).id, "model").uri
 
 
 def test_lineage_works_from_any_directory_with_an_absolute_workdir(pipeline_runs: dict):
@@ -336,3 +324,30 @@ def test_lineage_works_from_any_directory_with_an_absolute_workdir(pipeline_runs
     assert result.returncode == 0, result.stderr
     assert f"accuracy {pipeline_runs['first'].model.accuracy:.4f}" in result.stdout
     assert "unknown" not in result.stdout
+
+
+def test_the_run_command_prints_progress_and_its_report_and_no_third_party_noise(
+    slice_data: Path, tmp_path: Path
+):
+    """What `make run` shows: a line per step, the span plan, the epochs, the report; no warnings."""
+    import re
+    import subprocess
+    import sys
+
+    shutil.copytree(slice_data, tmp_path / "data")
+    shutil.rmtree(tmp_path / "data" / "span-2")
+    argv = [
+        str(Path(sys.executable).parent / "fmnist"), "run", "--workdir", str(tmp_path),
+        "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "--conv-filters", "8", "16",
+        "--dense-units", "32", "--beam-direct-mode", "in_memory", "--accuracy-floor", "0",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = re.compile(
+        r"\d\d:\d\d:\d\d (Component \w+ is (running|finished)\.|span plan: .*)"  # the progress lines
+        r"|\d+/\d+ - \d+s - loss: .*"  # Keras, one line per epoch
+    )
+    unexpected = [line for line in result.stderr.splitlines() if not expected.fullmatch(line)]
+    assert unexpected == [], "\n".join(unexpected)
+    assert "pushed: version" in result.stdout and "report: " in result.stdout

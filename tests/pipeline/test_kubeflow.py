@@ -32,21 +32,59 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(output.read_text())
 
 
-def test_the_spec_names_every_component_and_runs_each_in_the_image(compiled: dict):
-    from pipeline.pipeline import create_pipeline
+def test_the_spec_carries_every_step_and_input_of_the_definition_and_runs_each_in_the_image(compiled: dict):
+    from pipeline.definition import create_pipeline
+    from pipeline.kubeflow_runner import definition_inputs, kubeflow_config, missing_from_spec, spec_tasks
 
-    pipeline = create_pipeline(PipelineConfig(workdir="/tmp/unused"), orchestrator="kubeflow_v2")
-    expected = {c.id for c in pipeline.components}
-    tasks = set(compiled["pipelineSpec"]["root"]["dag"]["tasks"])
-    assert expected - {nodes.SERVED_MODEL} <= tasks
-    assert any(t.startswith(nodes.SERVED_MODEL) for t in tasks)  # the resolver, compiled to queries
-    images = {
-        name: executor["container"]["image"]
-        for name, executor in compiled["pipelineSpec"]["deploymentSpec"]["executors"].items()
-        if "container" in executor
-    }
-    assert len(images) == len(expected) - 1 and set(images.values()) == {IMAGE}
+    pipeline = create_pipeline(kubeflow_config(PipelineConfig(workdir="gs://demo-bucket/fmnist")))
+    assert missing_from_spec(pipeline, compiled) == []
+    assert spec_tasks(compiled) == definition_inputs(pipeline)  # the same steps, the same inputs
+    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items() if "container" in e}
+    assert set(images.values()) == {IMAGE}
+    assert [name for name, e in executors.items() if "container" not in e] == [
+        f"{nodes.DATA_DIRECTORY}_executor"  # TFX's Importer runs in the platform, not in the image
+    ]
     assert compiled["pipelineSpec"]["pipelineInfo"]["name"] == "fashion-mnist"
+
+
+def test_the_spec_has_no_resolver_its_decisions_are_steps_that_read_the_pipelines_own_state(compiled: dict):
+    """No metadata query picks another pipeline's model: the baseline is this pipeline's stable version."""
+    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert not [name for name, e in executors.items() if "resolver" in e]
+    served = compiled["pipelineSpec"]["root"]["dag"]["tasks"][nodes.SERVED_MODEL]["inputs"]["parameters"]
+    assert (
+        served["serving_dir"]["runtimeValue"]["constantValue"]["stringValue"]
+        == "gs://demo-bucket/fmnist/serving"
+    )
+    planner = compiled["pipelineSpec"]["root"]["dag"]["tasks"][nodes.SPAN_PLANNER]["inputs"]["parameters"]
+    assert (
+        planner["ledger"]["runtimeValue"]["constantValue"]["stringValue"]
+        == "gs://demo-bucket/fmnist/pipeline/span_ledger.jsonl"
+    )
+    importer = executors[f"{nodes.DATA_DIRECTORY}_executor"]["importer"]
+    assert importer["reimport"] is True  # a new artifact every run: the planner after it never caches
+
+
+def test_a_spec_that_would_drop_an_input_is_refused_naming_it(tmp_path: Path, monkeypatch, capsys):
+    """What a compiler may silently leave out (a custom resolver's input, say) stops the compile."""
+    from cli.main import main
+    from pipeline import kubeflow_runner
+
+    real = kubeflow_runner.missing_from_spec
+
+    def dropped(pipeline, spec):
+        del spec["pipelineSpec"]["root"]["dag"]["tasks"][nodes.TRAINER]["inputs"]["artifacts"]["base_model"]
+        return real(pipeline, spec)
+
+    monkeypatch.setattr(kubeflow_runner, "missing_from_spec", dropped)
+    output = tmp_path / "spec.json"
+    argv = ["compile-kubeflow", "--image", IMAGE, "--output", str(output), "--workdir", "gs://b/fm"]
+    assert main(argv) == 2
+    assert "would drop 1 part(s) of the pipeline" in capsys.readouterr().err and not output.exists()
+    assert main([*argv, "--allow-reduced-spec"]) == 0
+    assert "REDUCED: the spec lacks input base_model of node Trainer" in capsys.readouterr().out
+    assert output.exists()
 
 
 def test_the_spec_carries_cloud_paths_and_the_beam_runner(compiled: dict):
