@@ -55,3 +55,6 @@ MANIFEST_NAME = "manifest.json"
 SPAN_LEDGER_NAME = "span_ledger.jsonl"
 INTAKE_DIR_NAME = "intake"
 SAVED_MODEL_FILE = "saved_model.pb"
+# Files an exported model version carries beside its graph (TF Serving ignores this directory).
+ASSETS_EXTRA_DIR = "assets.extra"
+ACCURACY_ESTIMATE_FILE = "accuracy_estimate.json"  # the label-free accuracy estimator fitted with the model
