@@ -38,7 +38,8 @@ The interval. The batch's sampling error alone (a few tenths of a point at
   further, the larger the shift and the estimate's error;
 - pile_up: how far the answers crowd onto fewer classes than the held-out
   labels hold (total variation from the held-out class shares; per class, the
-  share of the class's answers beyond its held-out share). A model made
+  share of the class's answers beyond its held-out share), less what chance
+  gives a batch of this size. A model made
   confidently wrong answers one class for everything: its confidence does not
   fall, but its answers pile up. Under a true change of class mix they pile up
   too, and the interval widens downwards needlessly: from probabilities alone
@@ -221,12 +222,15 @@ class Estimator:
             value=value,
             sd=chance_sd(p.max(axis=1), above, self.held_out_spread / self.held_out_examples),
             departure=abs(self.held_out_accuracy - value),
-            pile_up=float(np.maximum(shares - self.class_shares, 0).sum()),
+            pile_up=max(
+                0.0, float(np.sum(np.maximum(shares - self.class_shares, 0) - self._chance_excess(len(p))))
+            ),
         )
 
     def class_readings(self, p: np.ndarray) -> list[Reading | None]:
         """Per predicted class, DoC before margins; None with too few answers here or held out."""
         predicted, confidence = p.argmax(axis=1), p.max(axis=1)
+        chance = self._chance_excess(len(p))
         readings: list[Reading | None] = []
         for k in range(NUM_CLASSES):
             mine = confidence[predicted == k]
@@ -239,9 +243,21 @@ class Estimator:
                 value=value,
                 sd=chance_sd(mine, mine, spread / self.class_counts[k]),
                 departure=abs(precision - value),
-                pile_up=max(0.0, 1 - self.class_shares[k] * len(p) / len(mine)),
+                pile_up=max(0.0, len(mine) / len(p) - self.class_shares[k] - chance[k]) * len(p) / len(mine),
             ))  # fmt: skip
         return readings
+
+    def _chance_excess(self, n: int) -> np.ndarray:
+        """Per class, how far a batch of n answers exceeds the held-out share by chance alone, on average.
+
+        A class's share in a batch and in the held-out answers are both samples;
+        their difference is about normal, and the mean of its positive part is
+        sd / sqrt(2 pi). Subtracted from the pile-up, so that a small batch of
+        unshifted answers does not widen its interval for nothing.
+        """
+        shares = np.asarray(self.class_shares)
+        sd = np.sqrt(shares * (1 - shares) * (1 / n + 1 / self.held_out_examples))
+        return sd / math.sqrt(2 * math.pi)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -132,12 +132,25 @@ def test_answers_piling_onto_one_class_widen_the_interval_downwards(fitted):
     p, _ = answers(np.random.default_rng(5), BATCH * 5)
     confident = p[(p.argmax(axis=1) == 0) & (p.max(axis=1) > 0.99)]
     one_class = fitted.estimate(confident)
-    piled_up = 1 - fitted.class_shares[0]
     assert one_class.value > fitted.held_out_accuracy and one_class.low > 0
-    assert one_class.value - one_class.low >= fitted.margin_low * piled_up
+    reading = fitted.overall_reading(confident)
+    assert reading.pile_up > reading.departure
+    assert one_class.value - one_class.low > ae.Z_90 * reading.sd + fitted.margin_low * reading.departure
     assert one_class.value - one_class.low > 2 * (one_class.high - one_class.value)
     assert one_class.ceiling == pytest.approx(fitted.class_shares[0])
     assert fitted.estimate(p).ceiling > one_class.ceiling
+
+
+def test_a_small_unshifted_batch_does_not_pile_up_by_chance(fitted):
+    """Class shares of 200 answers stray from the held-out ones by chance; that is not a shift."""
+    rng = np.random.default_rng(12)
+    piled, strayed = [], []
+    for _ in range(50):
+        p, _ = answers(rng, 200)
+        shares = np.bincount(p.argmax(axis=1), minlength=NUM_CLASSES) / len(p)
+        strayed.append(np.maximum(shares - fitted.class_shares, 0).sum())
+        piled.append(fitted.overall_reading(p).pile_up)
+    assert np.mean(piled) < 0.25 * np.mean(strayed)
 
 
 def test_json_round_trip_and_files(fitted, tmp_path):
@@ -226,7 +239,8 @@ def test_bad_labels_and_files_are_refused(fitted, tmp_path):
 
 
 def test_fit_from_model_answers_the_held_out_images_and_each_shift_of_them():
-    """A toy model: class k is the brightest of ten bands of rows; noise confuses it, as a shift should."""
+    """A toy model: class k is the brightest of ten bands of rows; fading the bands into fresh noise makes
+    it less sure and less often right, as a shift should."""
     rng = np.random.default_rng(11)
     labels = rng.integers(0, NUM_CLASSES, 3000)
     images = rng.integers(0, 60, (3000, 28, 28)).astype(np.uint8)
@@ -239,16 +253,18 @@ def test_fit_from_model_answers_the_held_out_images_and_each_shift_of_them():
         bands = batch[:, 4:24].reshape(len(batch), NUM_CLASSES, -1).mean(axis=2)
         return softmax(bands / 2.0)
 
-    def noise(sd: float):
-        return lambda x: np.clip(x + rng.normal(0, sd, x.shape), 0, 255).astype(np.uint8)
+    def faded(contrast: float):
+        return lambda x: np.clip(30 + (x - 30.0) * contrast + rng.normal(0, 10, x.shape), 0, 255).astype(
+            np.uint8
+        )
 
-    shifts = {f"noise {sd}": noise(sd) for sd in (15, 30, 45, 60)}
+    shifts = {f"faded x{c}": faded(c) for c in (0.9, 0.7, 0.5, 0.3)}
     estimator = ae.fit_from_model(predict, images, labels, shifts)
     assert len(seen) == 1 + len(shifts) and estimator.fit_shifts == tuple(shifts)
     assert estimator.held_out_examples == len(images) and estimator.margin_low + estimator.margin_high > 0
-    noisy, _ = predict(noise(35)(images)), seen.pop()  # a strength between two fitted ones
-    truth = accuracy(noisy, labels)
-    got = estimator.estimate(noisy)
+    shifted, _ = predict(faded(0.6)(images)), seen.pop()  # a strength between two fitted ones
+    truth = accuracy(shifted, labels)
+    got = estimator.estimate(shifted)
     assert truth < estimator.held_out_accuracy and got.low <= truth <= got.high
 
 
