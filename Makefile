@@ -3,7 +3,7 @@ VENV ?= .venv
 WORKDIR ?= workdir
 BIN := $(VENV)/bin
 
-.PHONY: setup run data pipeline test test-fast lint format bench bench-week bench-serving bench-drift clean
+.PHONY: setup run data pipeline test test-fast lint format bench bench-week bench-serving bench-drift bench-estimate clean
 
 setup:
 	@scripts/setup.sh
@@ -47,6 +47,10 @@ bench-serving: setup
 
 bench-drift: setup
 	$(BIN)/python benchmarks/drift_benchmark.py --workdir $(WORKDIR)
+
+## Label-free accuracy estimate against the truth on shifted test images (about 4 minutes).
+bench-estimate: setup
+	$(BIN)/python benchmarks/accuracy_estimate_benchmark.py --workdir $(WORKDIR)
 
 ## A week of data: six spans arriving one per run, warm start vs from scratch, two bad days (about an hour).
 bench-week: setup
