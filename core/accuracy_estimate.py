@@ -19,7 +19,7 @@ below 70 % (10 cases) ATC-NE erred by 17.5 points against 30.9 for mean
 confidence: this is where an estimate matters. On milder shifts mean confidence
 was closer (4.0 against 5.4 points over 19 cases): negative entropy reads
 answers that spread some probability over a second class as wrong, so ATC-NE
-underestimates slight rotations and brightening by 7 to 9 points. Per
+underestimates slight rotation, brightening and contrast loss by 7 to 9 points. Per
 predicted class, ATC with thresholds of each class erred by 15.9 points, mean
 confidence by 10.9 and DoC by 10.8; DoC also corrects each class's calibration
 gap in distribution (up to 2 points here).
@@ -51,7 +51,7 @@ The interval. The batch's sampling error alone (a few tenths of a point at
 
 How it holds (same benchmark): the interval held the truth in 23 of the 29
 shifted cases (79 %; an interval of chance alone: 21 %), mean width 28
-points, and on the clean test set (width 2.6 points); per class in 85 % of
+points, and on the clean test set (width 1.5 points); per class in 85 % of
 274 figures. On simulated calibrated answers without shift it covers 88-90 %
 (tests/core/test_accuracy_estimate.py). On the fit-time kinds it covers all,
 by construction: the margins are the largest error seen there, and kinds of
