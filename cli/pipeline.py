@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 from cli.flags import add_config_flags, at_least, build_config
-from core.config import EvaluationConfig, PipelineConfig, SpansConfig, TrainingConfig
+from core.config import EvaluationConfig, PipelineConfig, RetentionConfig, SpansConfig, TrainingConfig
 from core.errors import PipelineError
 
 STORE_FIELDS = ("workdir", "pipeline_root", "pipeline_name", "metadata_mysql")
@@ -29,6 +29,7 @@ PIPELINE_SECTIONS = {
     "training": (TrainingConfig, "training"),
     "evaluation": (EvaluationConfig, "evaluation gate"),
     "spans": (SpansConfig, "spans and data gates (the training window, drift and label gates)"),
+    "retention": (RetentionConfig, "retention (what a run keeps of earlier outputs)"),
 }
 
 
@@ -64,6 +65,25 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     lineage.add_argument("--json", action="store_true", help="print JSON for machines")
     add_config_flags(lineage, PipelineConfig, SERVED_FIELDS, "paths")
     lineage.set_defaults(handler=lineage_command)
+
+    retention = commands.add_parser(
+        "retention",
+        parents=[common],
+        help="delete the outputs the retention policy no longer keeps (--dry-run lists them)",
+        description="Apply the retention policy now, as every run does after it finishes: keep the newest "
+        "runs' outputs, whatever the served versions and the training window need, and their lineage; "
+        "delete the rest and mark it DELETED in ML Metadata.",
+    )
+    retention.add_argument(
+        "--dry-run", action="store_true", help="list what would go and its size; delete nothing"
+    )
+    add_config_flags(retention, PipelineConfig, SERVED_FIELDS, "paths")
+    add_config_flags(
+        retention, SpansConfig, ("window_spans", "window_images"), "the training window it keeps"
+    )
+    policy = [f.name for f in dataclasses.fields(RetentionConfig) if f.name != "apply_retention"]
+    add_config_flags(retention, RetentionConfig, policy, "retention policy")
+    retention.set_defaults(handler=retention_command)
 
     kubeflow = commands.add_parser(
         "compile-kubeflow",
@@ -115,6 +135,22 @@ def lineage_command(args: argparse.Namespace) -> int:
 
     chain = lineage_of(pipeline_config(args), args.version)
     print(json.dumps(chain.to_json(), indent=2) if args.json else format_lineage(chain))
+    return 0
+
+
+def retention_command(args: argparse.Namespace) -> int:
+    from pipeline.retention import apply_retention, plan_retention
+    from pipeline.run_guard import exclusive_run
+
+    config = pipeline_config(args)
+    if args.dry_run:
+        plan = plan_retention(config)
+        for removal in plan.removals:
+            print(f"would remove {removal.what}: {removal.path} ({removal.size / 2**20:.2f} MB)")
+        print(f"would free {plan.bytes / 2**20:.1f} MB; kept versions {list(plan.kept_versions)}")
+        return 0
+    with exclusive_run(config):  # never while a run writes the same pipeline root
+        print(apply_retention(config).describe())
     return 0
 
 

@@ -26,10 +26,12 @@ SERVE_FIELDS = (
     "monitoring_config_file",
     "request_log_dir",
     "request_log_sampling",
+    "request_log_max_mb",
+    "request_log_max_days",
 )
 PROXY_FIELDS = (
     "host", "port", "rest_api_port", "rest_api_enable_cors_support", "max_message_mb", "workers",
-    "monitoring_config_file", "request_log_sampling",
+    "monitoring_config_file", "request_log_sampling", "request_log_max_mb", "request_log_max_days",
 )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.image_statistics import BINS_PROPERTY, write_split_statistics
-from components.loop_state import accepted_examples, read_records, span_of, split_dir
+from components.loop_state import accepted_examples, examples_of, read_records, span_of, split_dir
 from core.examples import read_labelled_images, split_files
 from core.span_rules import SpanHistory, previous_span, window
 
@@ -31,8 +31,8 @@ TRAIN = "train"
 SPANS_PROPERTY = "spans"  # the spans a baseline summarises (JSON list); empty: the run's span itself
 
 
-def _write_baseline(statistics, spans: list[int], sources: dict[int, str], itself: str, bins: int) -> None:
-    uris = [sources[s] for s in spans] or [itself]
+def _write_baseline(statistics, spans: list[int], sources: dict, itself: str, bins: int) -> None:
+    uris = [examples_of(sources, s) for s in spans] or [itself]
     files = [f for uri in uris for f in split_files(split_dir(uri, TRAIN))]
     images, labels = read_labelled_images(files)
     statistics.split_names = artifact_utils.encode_split_names([TRAIN])
@@ -48,17 +48,18 @@ def DriftBaselines(
     previous_window_statistics: OutputArtifact[standard_artifacts.ExampleStatistics],
     ledger: Parameter[str],
     window_spans: Parameter[int] = 0,
+    window_images: Parameter[int] = 0,
     bins: Parameter[int] = 20,
 ) -> None:
     """Statistics of the previous usable span and of the window before the run's span (see above)."""
     records = read_records(ledger)
     history, span = SpanHistory.of(records), span_of(examples)
-    sources = {s: r.examples for s, r in accepted_examples(records).items()}
+    sources = accepted_examples(records)
     previous = previous_span(span, history)
     _write_baseline(
         previous_span_statistics, [previous] if previous is not None else [], sources, examples.uri, bins
     )
     _write_baseline(
-        previous_window_statistics, window(span, history, window_spans, before=True), sources,
+        previous_window_statistics, window(span, history, window_spans, window_images, before=True), sources,
         examples.uri, bins,
     )  # fmt: skip

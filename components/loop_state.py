@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
 from tfx import types
 from tfx.types import artifact_utils
 
+from core.errors import PipelineError
 from core.ledger import ACCEPTED, REFUSED, Record, append, read_ledger
 
 SPAN_PROPERTY = "span"  # ImportExampleGen 1.16 writes the span as a custom property
@@ -35,6 +37,21 @@ def split_names(examples: types.Artifact) -> list[str]:
 def accepted_examples(records: list[Record]) -> dict[int, Record]:
     """The newest `accepted` record of each span: where its Examples are, how many."""
     return {r.span: r for r in records if r.event == ACCEPTED}
+
+
+def examples_of(sources: dict[int, Record], span: int) -> str:
+    """Where span `span`'s Examples are; PipelineError naming them when they are gone.
+
+    Retention keeps the Examples of every span that can still join a window
+    (`pipeline/retention.py`), so this fails only when they were removed by other means.
+    """
+    uri = sources[span].examples
+    if not tf.io.gfile.isdir(uri):
+        raise PipelineError(
+            f"span {span}: its Examples at {uri} are gone, yet the span ledger holds it usable; "
+            "restore them, or add the span's data again as a new span"
+        )
+    return uri
 
 
 def record_refusal(ledger: str, examples: types.Artifact, gate: str, reason: str) -> None:

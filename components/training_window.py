@@ -2,12 +2,13 @@
 
 It runs right after the data gates, so reaching it means the run's span passed
 every one of them: it records that in the span ledger (`accepted`, with the
-span's Examples and its size), then takes the newest `window_spans` usable
-spans up to and including this one (`core/span_rules.py`: spans refused by a
-gate, or only ever refused by the Evaluator against a served model, never
-train). TFX would resolve such a window from ML Metadata with a resolver;
-Kubeflow V2 / Vertex AI compile none but TFX's two built-in strategies, so the
-window is read from the ledger, alike on every orchestrator.
+span's Examples and its size), then takes the newest usable spans up to and
+including this one, as many as `window_spans` and `window_images` allow
+(`core/span_rules.py`: spans refused by a gate, or only ever refused by the
+Evaluator against a served model, never train). TFX would resolve such a
+window from ML Metadata with a resolver; Kubeflow V2 / Vertex AI compile none
+but TFX's two built-in strategies, so the window is read from the ledger,
+alike on every orchestrator.
 
 The output holds each window span's split files under its own name
 (`Split-train/span-<N>-<file>`): hard links on a local disk (no bytes copied,
@@ -26,7 +27,14 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.loop_state import accepted_examples, read_records, span_of, split_dir, split_names
+from components.loop_state import (
+    accepted_examples,
+    examples_of,
+    read_records,
+    span_of,
+    split_dir,
+    split_names,
+)
 from core.examples import compression_of, split_files
 from core.ledger import ACCEPTED, Record, append
 from core.span_rules import SpanHistory, window
@@ -50,6 +58,7 @@ def TrainingWindow(
     window_examples: OutputArtifact[standard_artifacts.Examples],
     ledger: Parameter[str],
     window_spans: Parameter[int] = 0,
+    window_images: Parameter[int] = 0,
 ) -> None:
     """Record the run's span as accepted, then link the window's span files into `window_examples`."""
     span, splits = span_of(examples), split_names(examples)
@@ -57,13 +66,13 @@ def TrainingWindow(
     append(ledger, [accepted])
     records = read_records(ledger)
     sources = accepted_examples(records)
-    spans = window(span, SpanHistory.of(records), window_spans)
+    spans = window(span, SpanHistory.of(records), window_spans, window_images)
     window_examples.split_names = artifact_utils.encode_split_names(splits)
     for split in splits:
         target = artifact_utils.get_split_uri([window_examples], split)
         tf.io.gfile.makedirs(target)
         for window_span in spans:
-            for source in split_files(split_dir(sources[window_span].examples, split)):
+            for source in split_files(split_dir(examples_of(sources, window_span), split)):
                 link_or_copy(source, os.path.join(target, f"span-{window_span}-{os.path.basename(source)}"))
     window_examples.span = span
     for name in CARRIED_PROPERTIES:

@@ -182,7 +182,14 @@ class SpansConfig:
     """Which spans train the model, and the gate every new span passes first."""
 
     window_spans: int = setting(
-        0, "train on the newest N spans that passed the data gates; 0: all", minimum=0
+        0, "train on at most the newest N spans that passed the data gates; 0: no bound in spans", minimum=0
+    )
+    window_images: int = setting(
+        60_000,
+        "train on at most this many images: the newest whole spans that passed the data gates and fit "
+        "(the newest one always); 0: no bound. The default holds the whole official training split; "
+        "accuracy against window size: README",
+        minimum=0,
     )
     on_drift: str = setting(
         ON_DRIFT_STOP,
@@ -201,6 +208,34 @@ class SpansConfig:
     )
     label_linf_threshold: float = setting(
         0.05, "largest change of any class's share between spans (L-infinity)", above=0.0, maximum=1.0
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What a run keeps of earlier outputs (after each run, and `fmnist retention`); the rest is deleted.
+
+    Whatever the stable, canary and way-back versions and the current window
+    need is always kept, with its lineage; ML Metadata and the span ledger are
+    never pruned (the audit trail).
+    """
+
+    apply_retention: bool = setting(True, "after each run, delete the outputs no rule below keeps")
+    keep_runs: int = setting(3, "keep every output the newest N runs made or used", minimum=1)
+    keep_days: float = setting(7.0, "keep every output made within this many days", minimum=0.0)
+    keep_versions: int = setting(
+        5,
+        "keep the newest N pushed versions (and the last N earlier stables) in the serving directory, with "
+        "their lineage, besides stable, canary and the way back",
+        minimum=0,
+    )
+    keep_drift_references: int = setting(
+        10,
+        "keep this many cached drift references (the newest; `fmnist drift` rebuilds the others)",
+        minimum=0,
     )
 
     def __post_init__(self) -> None:
@@ -304,6 +339,12 @@ class ServingConfig:
     )  # fmt: skip
     request_log_dir: str = setting("", "write sampled PredictionLog TFRecords here", default_text="off")
     request_log_sampling: float = setting(1.0, "share of requests logged", minimum=0.0, maximum=1.0)
+    request_log_max_mb: int = setting(
+        1024, "keep at most this many MB of request logs: the oldest files go first; 0: no cap", minimum=0
+    )
+    request_log_max_days: float = setting(
+        30.0, "delete request-log files older than this many days; 0: no cap", minimum=0.0
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -394,6 +435,7 @@ class PipelineConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     spans: SpansConfig = field(default_factory=SpansConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self) -> None:
         validate(self)

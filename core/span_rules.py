@@ -120,11 +120,20 @@ def previous_span(span: int, history: SpanHistory) -> int | None:
     return max((s for s in history.usable if s < span), default=None)
 
 
-def window(span: int, history: SpanHistory, max_spans: int = 0, before: bool = False) -> list[int]:
-    """The newest `max_spans` usable spans up to `span` (0: all), oldest first.
+def window(
+    span: int, history: SpanHistory, max_spans: int = 0, max_images: int = 0, before: bool = False
+) -> list[int]:
+    """The newest usable spans up to `span`, oldest first: at most `max_spans` of them and, newest
+    first, as many whole spans as fit in `max_images` (the newest always, however large); 0: no bound.
 
     With `before`, only spans before `span`: the window a new span is compared
     with before it may join.
     """
-    spans = sorted(s for s in history.usable if (s < span if before else s <= span))
-    return spans[-max_spans:] if max_spans else spans
+    taken, images = [], 0
+    for candidate in sorted((s for s in history.usable if (s < span if before else s <= span)), reverse=True):
+        size = history.images.get(candidate, 0)
+        if taken and ((max_spans and len(taken) >= max_spans) or (max_images and images + size > max_images)):
+            break
+        taken.append(candidate)
+        images += size
+    return sorted(taken)

@@ -54,6 +54,7 @@ MANIFEST_NAME = "manifest.json"
 # Under the pipeline root: the loop's verdicts on each span, and where the run's span is staged.
 SPAN_LEDGER_NAME = "span_ledger.jsonl"
 INTAKE_DIR_NAME = "intake"
+DRIFT_REFERENCE_DIR = "drift_reference"  # the drift report's cached references
 SAVED_MODEL_FILE = "saved_model.pb"
 # Files an exported model version carries beside its graph (TF Serving ignores this directory).
 ASSETS_EXTRA_DIR = "assets.extra"

@@ -25,7 +25,7 @@ from components.image_statistics import MEAN_IMAGE_FILE
 from core.config import DriftConfig, PipelineConfig
 from core.examples import read_example_images, split_files
 from core.spans import GOLD_SPLIT_DIR
-from core.vocabulary import MODEL_NAME
+from core.vocabulary import DRIFT_REFERENCE_DIR, MODEL_NAME
 from monitoring.batches import load_batch
 from monitoring.drift import (
     Reference,
@@ -93,7 +93,7 @@ def served_model_reference(
         training = read_example_images(files)
         return build_reference(training, held_out, predict, drift, description.format(images=len(training)))
 
-    cache = os.path.join(config.pipeline_root, "drift_reference")
+    cache = os.path.join(config.pipeline_root, DRIFT_REFERENCE_DIR)
     key = [*(s.examples_uri for s in chain.spans), model_dir if predict else "", str(drift.bins)]
     return cached_reference(cache, key, build), predict, chain
 

@@ -215,6 +215,7 @@ def drift_gate(config: PipelineConfig, span, anomaly_gate: BaseNode) -> list[Bas
                 examples=span,
                 ledger=config.span_ledger,
                 window_spans=config.spans.window_spans,
+                window_images=config.spans.window_images,
                 bins=DriftConfig().bins,
             ).with_id(nodes.DRIFT_BASELINES)
         ),
@@ -254,6 +255,7 @@ def training(config: PipelineConfig, data: DataStage) -> TrainingStage:
                 examples=data.span_examples,
                 ledger=config.span_ledger,
                 window_spans=config.spans.window_spans,
+                window_images=config.spans.window_images,
             ).with_id(nodes.TRAINING_WINDOW)
         ),
         data.last_gate,

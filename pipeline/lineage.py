@@ -27,7 +27,14 @@ from core.vocabulary import MANIFEST_NAME
 from core.warm_start import read_warm_start
 from pipeline import nodes
 from pipeline.evaluation import accuracy_by_slice
-from pipeline.metadata import OUTPUT_EVENTS, Metadata, properties, served_model_text, span_of
+from pipeline.metadata import (
+    OUTPUT_EVENTS,
+    RETENTION_PROPERTY,
+    Metadata,
+    properties,
+    served_model_text,
+    span_of,
+)
 from serving.rollout import served_version
 
 
@@ -82,6 +89,7 @@ class LineageChain:
     source_checksums: dict[str, str] = field(default_factory=dict)
     image_statistics_uri: str | None = None
     image_statistics_bins: int | None = None
+    removed: list[str] = field(default_factory=list)  # what retention removed of this chain, and when
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +154,7 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
     image_statistics = metadata.one(statistics.id, "statistics", OUTPUT_EVENTS) if statistics else None
     trainer_config = json.loads(properties(trainer).get("custom_config") or "{}")
     model_run = metadata.one(trainer.id, "model_run", OUTPUT_EVENTS)
-    warm_start = read_warm_start(model_run.uri) if model_run else None
+    warm_start = read_warm_start(model_run.uri) if is_live(model_run) else None
     warm_started = warm_start is not None and warm_start.restored
     plan = metadata.span_plan(metadata.producer(window) or trainer)
     data_dir = plan.get("data_dir")
@@ -174,7 +182,23 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
         source_checksums=_manifest_checksums(data_dir) if data_dir else {},
         image_statistics_uri=image_statistics.uri if image_statistics else None,
         image_statistics_bins=properties(image_statistics).get("bins") if image_statistics else None,
+        removed=removed_by_retention(metadata, [pushed[version], model, model_run, window, image_statistics]),
     )
+
+
+def is_live(artifact: metadata_store_pb2.Artifact | None) -> bool:
+    """An artifact whose files are there to read (retention has not removed them)."""
+    return artifact is not None and artifact.state == metadata_store_pb2.Artifact.LIVE
+
+
+def removed_by_retention(metadata: Metadata, artifacts: list) -> list[str]:
+    """What retention noted on the chain's artifacts: "version 17 removed from ... on <date>" and the like."""
+    notes = []
+    for artifact in (a for a in artifacts if a is not None):
+        note = properties(artifact).get(RETENTION_PROPERTY)
+        if note:
+            notes.append(f"{artifact.type} {artifact.id}: {note}")
+    return notes
 
 
 def _gate_facts(metadata: Metadata, pusher: metadata_store_pb2.Execution, key: str) -> GateFacts:
@@ -188,7 +212,7 @@ def _gate_facts(metadata: Metadata, pusher: metadata_store_pb2.Execution, key: s
         node=metadata.node_of(gate.id),
         blessed=properties(blessing).get("blessed") == 1,
         evaluation_uri=evaluation.uri if evaluation is not None else None,
-        accuracy=accuracy_by_slice(evaluation.uri).get("accuracy") if evaluation is not None else None,
+        accuracy=accuracy_by_slice(evaluation.uri).get("accuracy") if is_live(evaluation) else None,
         baseline_model_uri=baseline,
     )
 
@@ -200,6 +224,7 @@ def format_lineage(chain: LineageChain) -> str:
     against = evaluation.baseline_model_uri or "nothing (the first model)"
     lines = [
         f"version {chain.version} at {chain.pushed_destination}",
+        *(f"  REMOVED: {note}" for note in chain.removed),
         f"  pushed by Pusher (execution {chain.pusher_execution})",
         f"  evaluated by {evaluation.node or '?'} on the gold test set {chain.gold_examples_uri}: "
         f"accuracy {accuracy}, blessed {'yes' if evaluation.blessed else 'no'}",

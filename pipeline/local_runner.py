@@ -33,6 +33,7 @@ from core.spans import GOLD_SPLIT_DIR, gold_file_pattern, spans_on_disk
 from pipeline.definition import create_pipeline
 from pipeline.metadata import connection_config
 from pipeline.report import RunReport, collect_run_report, peak_rss_mb
+from pipeline.retention import apply_retention
 from pipeline.run_guard import cancel_abandoned_executions, exclusive_run
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,21 @@ class PipelineFailedError(PipelineError):
         return f"the run failed{where}: {why} (the report above says why in full)"
 
 
+def clean_up(config: PipelineConfig) -> str | None:
+    """Apply the retention policy after a run (`pipeline/retention.py`); what it did, in one line.
+
+    A file that cannot be deleted does not fail the run that just finished:
+    the report says so, and the next run's clean-up tries again.
+    """
+    if not config.retention.apply_retention:
+        return None
+    try:
+        return apply_retention(config).describe()
+    except (OSError, tf.errors.OpError) as err:
+        log.warning("retention could not finish: %s; the next run tries again", err)
+        return f"retention could not finish ({err}); the next run tries again"
+
+
 def compile_pipeline(config: PipelineConfig) -> pipeline_pb2.Pipeline:
     """The pipeline's IR for LocalDagRunner: `create_pipeline(config)` with this machine's ML Metadata."""
     return compiler.Compiler().compile(create_pipeline(config, connection_config(config)))
@@ -189,12 +205,15 @@ def run_compiled(config: PipelineConfig, ir: pipeline_pb2.Pipeline, verbose: boo
                 tfx.orchestration.LocalDagRunner().run_with_ir(this_run)
         except Exception as err:  # a component failed: the report says which, the error says why
             error = err
+        report = collect_run_report(config)
+        cleaned = clean_up(config)
         report = dataclasses.replace(
-            collect_run_report(config),
+            report,
             wall_seconds=round(time.monotonic() - started, 1),
             rerun_after_killed=canceled,
             peak_rss_mb=peak_rss_mb(),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
+            retention=cleaned,
         )
     if error is not None:
         raise PipelineFailedError(report) from error

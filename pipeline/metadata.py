@@ -15,15 +15,14 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from components.served_model import SERVED_VERSION_PROPERTY
-from components.span_planner import PLAN_FILE
 from components.training_window import WINDOW_SOURCES_PROPERTY, WINDOW_SPANS_PROPERTY
-from core import storage
 from core.config import PipelineConfig
 from core.errors import InputError, PipelineError
 from core.versions import parse_version
 from pipeline.nodes import SPAN_PLANNER
 
 SPAN_PROPERTY = "span"
+RETENTION_PROPERTY = "fmnist_retention"  # pipeline/retention.py notes what it removed, and when
 
 OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
@@ -114,14 +113,19 @@ class Metadata:
     def pipeline_context(self) -> metadata_store_pb2.Context | None:
         return self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, self.pipeline_name)
 
-    def latest_run(self) -> metadata_store_pb2.Context | None:
-        """The newest `pipeline_run` context of this pipeline (TFX makes the pipeline context its parent)."""
+    def runs(self) -> list[metadata_store_pb2.Context]:
+        """This pipeline's `pipeline_run` contexts (children of its pipeline context), newest first."""
         runs = [
             run
             for run in self.store.get_contexts_by_type(RUN_CONTEXT)
             if any(p.name == self.pipeline_name for p in self.store.get_parent_contexts_by_context(run.id))
         ]
-        return max(runs, key=lambda c: c.create_time_since_epoch, default=None)
+        return sorted(runs, key=lambda c: c.create_time_since_epoch, reverse=True)
+
+    def latest_run(self) -> metadata_store_pb2.Context | None:
+        """The newest `pipeline_run` context of this pipeline."""
+        runs = self.runs()
+        return runs[0] if runs else None
 
     def executions(self, context_id: int) -> list[metadata_store_pb2.Execution]:
         """A context's executions, oldest first."""
@@ -201,12 +205,12 @@ class Metadata:
         return found[0] if found else None
 
     def span_plan(self, execution: metadata_store_pb2.Execution) -> dict[str, Any]:
-        """What the SpanPlanner of `execution`'s run decided (`plan.json`); {} when it is not there."""
+        """What the SpanPlanner of `execution`'s run decided, from its artifact's properties in ML Metadata
+        (they outlive the artifact's files, which retention may remove); {} when there is no plan."""
         run = self.run_of(execution)
         planners = [e for e in (self.executions(run.id) if run else []) if self.node_of(e.id) == SPAN_PLANNER]
         plan = self.one(planners[-1].id, "plan", OUTPUT_EVENTS) if planners else None
-        path = f"{plan.uri}/{PLAN_FILE}" if plan is not None else None
-        return json.loads(storage.read_text(path)) if path and storage.exists(path) else {}
+        return properties(plan) if plan is not None else {}
 
     def window_sources(self, window: metadata_store_pb2.Artifact) -> list[metadata_store_pb2.Artifact]:
         """The span Examples artifacts a TrainingWindow holds, oldest span first."""

@@ -22,6 +22,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.drift_gate import describe_drift, split_pair_anomalies
 from components.span_planner import DESCRIPTION_PROPERTY, SPAN_PROPERTY
+from components.training_window import WINDOW_SPANS_PROPERTY
 from core import storage
 from core.config import PipelineConfig
 from core.vocabulary import CLASS_NAMES
@@ -92,8 +93,10 @@ class RunReport:
     calibration_png: str | None = None
     span: int | None = None
     span_plan: str | None = None
+    training_window: list[int] = field(default_factory=list)  # the spans the model trained on
     drift: list[str] = field(default_factory=list)  # what the drift gate found (it stopped or warned)
     rollout: str | None = None  # the labels after the run
+    retention: str | None = None  # what the clean-up after the run removed
 
     def states(self) -> dict[str, str]:
         """Component -> state, for checks like "everything was cached"."""
@@ -127,6 +130,8 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
             facts["trained_from_scratch"] = True
         elif not warm_start.restored:
             facts["not_warm_started_because"] = warm_start.why_not
+    elif node == nodes.TRAINING_WINDOW:
+        facts["training_window"] = json.loads(props.get(WINDOW_SPANS_PROPERTY) or "[]")
     elif node == nodes.SPAN_PLANNER:
         facts["span"] = props.get(SPAN_PROPERTY)
         facts["span_plan"] = props.get(DESCRIPTION_PROPERTY)
@@ -167,6 +172,7 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
     if facts.get("blessed") is False and facts.get("evaluation_uri"):
         facts["not_blessed_because"] = validation_failures(facts["evaluation_uri"])
     drift, span, plan = facts.pop("drift", []), facts.pop("span", None), facts.pop("span_plan", None)
+    window = facts.pop("training_window", [])
     rollout = read_rollout(config.serving_dir, config.model_name)
     return RunReport(
         run_id=run.name,
@@ -175,6 +181,7 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
         drift=drift,
         span=span,
         span_plan=plan,
+        training_window=window,
         rollout=rollout.describe() if rollout.stable is not None else None,
     )
 
@@ -191,6 +198,8 @@ def format_report(report: RunReport) -> str:
     lines = [f"Run {report.run_id}"]
     if report.span_plan:
         lines.append(f"data: {report.span_plan}")
+    if report.training_window:
+        lines.append(f"training window: spans {report.training_window}")
     lines.append(f"{'component':<32}{'state':<10}{'seconds':>9}")
     for row in report.components:
         lines.append(f"{row.component:<32}{row.state:<10}{row.seconds:>9.1f}")
@@ -247,6 +256,8 @@ def format_report(report: RunReport) -> str:
         lines.append("pushed: no")
     if report.rollout:
         lines.append(f"rollout: {report.rollout}")
+    if report.retention:
+        lines.append(report.retention)
     if report.peak_rss_mb:
         rss = report.peak_rss_mb
         lines.append(

@@ -166,7 +166,12 @@ def build_proxy(upstream: str, request_log_dir: str, config: ServingConfig, time
     """A proxy server (not started) forwarding to `upstream`; returns it, its port, its logger and backend."""
     limit = message_size_options(config.max_message_mb)
     channel = grpc.insecure_channel(upstream, options=[*limit, *RECONNECT_OPTIONS])
-    logger = RequestLogger(request_log_dir, config.request_log_sampling)
+    logger = RequestLogger(
+        request_log_dir,
+        config.request_log_sampling,
+        max_bytes=config.request_log_max_mb * 2**20,
+        max_age_seconds=config.request_log_max_days * 86400,
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers), options=server_options(config.max_message_mb)
     )

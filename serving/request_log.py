@@ -61,14 +61,24 @@ SHORTHAND_SKIP = "a tensor whose values do not match its declared shape"
 class RequestLogger:
     """Thread-safe, sampled writer of request/response pairs; never raises on a failed write."""
 
-    def __init__(self, directory: str, sampling_rate: float = 1.0, records_per_file: int = 10_000,
-                 prefix: str = "prediction_log"):  # fmt: skip
+    def __init__(
+        self,
+        directory: str,
+        sampling_rate: float = 1.0,
+        records_per_file: int = 10_000,
+        prefix: str = "prediction_log",
+        max_bytes: int = 0,
+        max_age_seconds: float = 0.0,
+    ):
         if not 0.0 <= sampling_rate <= 1.0:
             raise ValueError(f"sampling rate must be in [0, 1], got {sampling_rate}")
         self.directory = directory
         self.sampling_rate = sampling_rate
         self.records_per_file = records_per_file
         self.prefix = prefix
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self.pruned = 0
         self.written = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -134,12 +144,41 @@ class RequestLogger:
 
     def _rotate(self) -> None:
         self._close_quietly()
+        self._prune()
         os.makedirs(self.directory, exist_ok=True)
         self._files += 1
         name = f"{self.prefix}-{int(time.time() * 1000)}-{self._files:05d}{LOG_SUFFIX}"
         self._path = os.path.join(self.directory, name)
         self._writer = tf.io.TFRecordWriter(self._path)
         self._in_file = 0
+
+    def _prune(self) -> None:
+        """Delete this logger's oldest closed files beyond the size and age caps (none: nothing to do).
+
+        Only files with this logger's prefix are touched; a file that cannot be
+        listed or deleted is left for the next rotation: logging never fails a
+        request, and neither does its clean-up.
+        """
+        if not (self.max_bytes or self.max_age_seconds):
+            return
+        try:
+            names = sorted(
+                n for n in os.listdir(self.directory) if n.startswith(self.prefix) and n.endswith(LOG_SUFFIX)
+            )
+            files = [
+                (os.path.join(self.directory, n), os.stat(os.path.join(self.directory, n))) for n in names
+            ]
+        except OSError:
+            return
+        total, now = sum(stat.st_size for _, stat in files), time.time()
+        for path, stat in files:  # oldest first: the names start with the time they were opened
+            too_old = self.max_age_seconds and now - stat.st_mtime > self.max_age_seconds
+            if not too_old and not (self.max_bytes and total > self.max_bytes):
+                continue
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                total -= stat.st_size
+                self.pruned += 1
 
     def _close_quietly(self) -> None:
         writer, self._writer = self._writer, None

@@ -132,7 +132,12 @@ class ServingRuntime:
             )
             scheduler = BatchScheduler(options)
         logger = (
-            RequestLogger(config.request_log_dir, config.request_log_sampling)
+            RequestLogger(
+                config.request_log_dir,
+                config.request_log_sampling,
+                max_bytes=config.request_log_max_mb * 2**20,
+                max_age_seconds=config.request_log_max_days * 86400,
+            )
             if config.request_log_dir
             else None
         )

@@ -124,12 +124,14 @@ def pipeline_runs(official_dir: Path, slice_data: Path, tmp_path_factory: pytest
     2. span 2, span 4's images inverted: the drift gate refuses it;
     3. span 3, real images with shuffled labels: the label gate (the served model A) refuses it;
     4. span 4, real images: window spans 1 and 4, warm-started from A, gated against A: B is the canary;
-    5. nothing new: fully cached;
-    6. a changed recipe (compiled from its own configuration) that must beat the served model by a whole
-       point: retrained on span 4's window, refused.
+    5. a changed recipe (compiled from its own configuration) that must beat the served model by a whole
+       point: retrained on span 4's window, refused;
+    then retention with the tightest policy (the newest run, no extra versions), and
+    6. nothing new: fully cached all the same.
     """
     from ingest.spans import write_span
     from pipeline.local_runner import compile_pipeline, run_compiled
+    from pipeline.retention import apply_retention
 
     workdir = tmp_path_factory.mktemp("e2e")
     data = workdir / "data"
@@ -161,7 +163,7 @@ def pipeline_runs(official_dir: Path, slice_data: Path, tmp_path_factory: pytest
         shuffled = np.random.default_rng(7).permutation(later[1])
         write_span(str(data), later[0], shuffled, "span 4's images, labels shuffled", span=3)
         write_span(str(data), *later, "official training split, images 2000-2299", span=4)
-        for name in ("drifted", "mislabelled", "second", "third"):
+        for name in ("drifted", "mislabelled", "second"):
             run_once(name)
         strict = loop_config(
             workdir,
@@ -169,9 +171,13 @@ def pipeline_runs(official_dir: Path, slice_data: Path, tmp_path_factory: pytest
         )
         strict = replace(strict, training={"learning_rate": 1e-2})  # a changed recipe: a new candidate
         run_once("fourth", strict, compile_pipeline(strict))
+        tight = replace(config, retention={"keep_runs": 1, "keep_days": 0.0, "keep_versions": 0})
+        cleaned = apply_retention(tight)
+        run_once("third")
     return {
         "config": config,
         "compiled": compiled,
+        "retention": cleaned,
         **runs,
         **{f"served_after_{name}": files for name, files in snapshots.items()},
         "left_in_system_temp": sorted(os.listdir(system_temp)),

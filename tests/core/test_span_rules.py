@@ -67,27 +67,37 @@ def test_the_span_a_run_takes(case: str):
     assert (choice.span, choice.new, choice.refused, choice.previous) == expected
 
 
-# (history, span, max spans, before, expected window)
+# (history, span, max spans, max images, before, expected window); every accepted span holds 100 images
 WINDOWS = {
-    "every usable span up to this one": (history(*done(1), *done(2), (3, ACCEPTED)), 3, 0, False, [1, 2, 3]),
-    "the newest N": (history(*done(1), *done(2), (3, ACCEPTED)), 3, 2, False, [2, 3]),
-    "refused spans never join": (
-        history(*done(1), (2, REFUSED), *done(3, "refused-vs-served"), (4, ACCEPTED)), 4, 0, False, [1, 4],
+    "every usable span up to this one": (
+        history(*done(1), *done(2), (3, ACCEPTED)), 3, 0, 0, False, [1, 2, 3],
     ),
-    "the window before a new span leaves it out": (history(*done(1), *done(2)), 3, 0, True, [1, 2]),
+    "the newest N": (history(*done(1), *done(2), (3, ACCEPTED)), 3, 2, 0, False, [2, 3]),
+    "the newest whole spans that fit in the image bound": (
+        history(*done(1), *done(2), *done(3)), 3, 0, 250, False, [2, 3],
+    ),
+    "the newest span even when it alone is over the image bound": (
+        history(*done(1), *done(2)), 2, 0, 50, False, [2],
+    ),
+    "the tighter of the two bounds": (history(*done(1), *done(2), *done(3)), 3, 1, 250, False, [3]),
+    "refused spans never join (and take no room)": (
+        history(*done(1), (2, REFUSED), *done(3, "refused-vs-served"), (4, ACCEPTED)),
+        4, 0, 200, False, [1, 4],
+    ),
+    "the window before a new span leaves it out": (history(*done(1), *done(2)), 3, 0, 0, True, [1, 2]),
     "a cold-start refusal stays in the window": (
-        history(*done(1, "refused-first-push"), (2, ACCEPTED)), 2, 0, False, [1, 2],
+        history(*done(1, "refused-first-push"), (2, ACCEPTED)), 2, 0, 0, False, [1, 2],
     ),
     "later spans are not in an earlier span's window": (
-        history(*done(1), *done(2), *done(3)), 2, 0, False, [1, 2],
+        history(*done(1), *done(2), *done(3)), 2, 0, 0, False, [1, 2],
     ),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", WINDOWS)
 def test_the_training_window(case: str):
-    past, span, max_spans, before, expected = WINDOWS[case]
-    assert window(span, past, max_spans, before) == expected
+    past, span, max_spans, max_images, before, expected = WINDOWS[case]
+    assert window(span, past, max_spans, max_images, before) == expected
 
 
 def test_a_new_span_is_compared_with_the_newest_usable_span_before_it():

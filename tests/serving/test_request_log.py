@@ -166,3 +166,29 @@ def test_a_record_with_more_images_than_one_record_may_hold_is_skipped(tmp_path:
     reading = read_request_logs(log_files(tmp_path / "logs"))
     assert [len(r.images) for r in reading.requests] == [3]
     assert reading.skipped == {"more than 3 images in one record": 2}
+
+
+def test_request_logs_are_capped_in_size_and_age_oldest_first_and_only_their_own_files(tmp_path: Path):
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("a person's file beside the logs")
+    record_bytes = len(exchange(images(1))[0].SerializeToString()) + len(
+        exchange(images(1))[1].SerializeToString()
+    )
+    logger = RequestLogger(
+        str(directory), records_per_file=2, max_bytes=5 * record_bytes, max_age_seconds=3600
+    )
+    for i in range(20):  # ten files of two records
+        assert logger.log_predict(*exchange(images(1, i)))
+    logger.close()
+    files = log_files(directory)
+    assert 1 < len(files) < 10 and logger.pruned == 10 - len(files)
+    kept = read_request_logs(files)
+    assert [int(r.images.max()) for r in kept.requests][-1] == 19  # the newest stay; the oldest went
+    assert (directory / "notes.txt").exists()
+    old = Path(files[-1])
+    os.utime(old, (1, 1))  # a file from 1970: past the age cap at the next rotation
+    logger = RequestLogger(str(directory), records_per_file=2, max_age_seconds=3600)
+    assert logger.log_predict(*exchange(images(1, 99)))
+    logger.close()
+    assert not old.exists()

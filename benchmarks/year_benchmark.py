@@ -1,0 +1,284 @@
+"""A year of data, compressed: one span a day for 60 days, with the default retention and a bounded window,
+against the same days with no retention and an unbounded window, side by side.
+
+    python benchmarks/year_benchmark.py --workdir workdir/bench-year
+
+Each day a span of `--span-images` official training images arrives (day d
+takes the d-th slice; 60 days of 1,000 images use the training split once),
+`fmnist run` runs (a small CNN, gold accuracy on the first `--gold-images`
+official test images: the benchmark is about what grows, not about accuracy),
+and a pushed canary is promoted at once, so the next day is gated against it
+and warm-starts from it. Two variants take turns, day by day (one run at a
+time, so neither slows the other; both see the host's drift alike):
+
+- `bounded`: the default retention policy, with its seven days of history
+  kept as seven runs (the benchmark's days take a minute, not a day:
+  `--keep-runs 7 --keep-days 0`), and the training window bounded at
+  `--window-images` (10 spans by default; the pipeline's default, 60,000
+  images, is 60 of these days);
+- `unbounded`: no retention, every span in the window (the behaviour before
+  issue #22: `--no-apply-retention --window-images 0`).
+
+Per day it records wall, Trainer and Transform seconds, the CPU seconds of the
+run's processes (steadier than wall on a shared host), the bytes under the
+pipeline root (hard links counted once, as `du` counts them) and the serving
+directory, the ML Metadata file's size and row counts, the training window,
+and the gold accuracy of the day's candidate. Writes
+benchmarks/results/year.json and year.png and prints a table; `--table`
+prints it again from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline_benchmark import newest_report, run_measured
+
+import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
+
+# isort: split
+from core.vocabulary import MODEL_NAME
+from ingest.prepare import DEBIAN_DIR, OFFICIAL_FILES, parse_split, prepare_dataset, read_split
+from ingest.spans import write_span
+from serving.rollout import read_rollout
+
+REPO = Path(__file__).resolve().parent.parent
+FMNIST = str(Path(sys.executable).parent / "fmnist")
+# The model and gates of a small daily loop: a small CNN, warm-started; gates sized for 1,000-image spans.
+RUN_FLAGS = [
+    "--beam-direct-mode", "in_memory", "--conv-filters", "16", "32", "--dense-units", "64",
+    "--batch-size", "128", "--epochs", "6", "--warm-start-epochs", "2", "--accuracy-floor", "0.5",
+    "--max-accuracy-drop", "0.02", "--max-class-drop", "0.1", "--min-label-agreement", "0.3",
+    "--drift-jsd-threshold", "0.1", "--label-linf-threshold", "0.1",
+]  # fmt: skip
+VARIANTS = {
+    "bounded": ["--keep-runs", "7", "--keep-days", "0"],  # + --window-images from the arguments
+    "unbounded": ["--no-apply-retention", "--window-images", "0"],
+}
+MLMD_TABLES = ("Artifact", "Execution", "Event", "Context")
+
+
+def disk_bytes(root: Path) -> int:
+    """Bytes of the files under `root`, each inode once (a hard-linked window costs nothing more)."""
+    seen, total = set(), 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            stat = os.lstat(os.path.join(directory, name))
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_size
+    return total
+
+
+def mlmd_rows(path: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in MLMD_TABLES}
+
+
+def one_day(day: int, workdir: Path, images, labels, flags: list[str], logs: Path) -> dict:
+    span_images = len(images)
+    write_span(str(workdir / "data"), images, labels, f"official training images, day {day}", span=day)
+    log = logs / f"{workdir.name}-day-{day:03d}.log"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    measured = run_measured([FMNIST, "run", "--workdir", str(workdir), *RUN_FLAGS, *flags], log)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    report = newest_report(workdir)
+    model = report["model"]
+    before = read_rollout(str(workdir / "serving"), MODEL_NAME)
+    if model.get("pushed") and before.canary != before.stable:
+        subprocess.run([FMNIST, "promote", "--workdir", str(workdir)], check=True, capture_output=True)
+    seconds = {row["component"]: row["seconds"] for row in report["components"]}
+    metadata = workdir / "pipeline" / "metadata.sqlite"
+    return {
+        "day": day,
+        "span_images": span_images,
+        "exit_code": measured["exit_code"],
+        "wall_s": measured["seconds"],
+        "cpu_s": round(cpu, 1),
+        "trainer_s": seconds.get("Trainer"),
+        "transform_s": seconds.get("Transform"),
+        "window_spans": report.get("training_window") or [],
+        "pipeline_root_bytes": disk_bytes(workdir / "pipeline"),
+        "serving_bytes": disk_bytes(workdir / "serving"),
+        "mlmd_bytes": metadata.stat().st_size,
+        "mlmd_rows": mlmd_rows(metadata),
+        "accuracy": model.get("accuracy"),
+        "pushed": bool(model.get("pushed")),
+        "error": (report.get("error") or "").split("\n")[0] or None,
+        "retention": report.get("retention"),
+        "peak_rss_mb": measured["peak_rss_mb"],
+    }
+
+
+def setup_variant(root: Path, name: str, gold: Path) -> Path:
+    workdir = root / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "data").mkdir(parents=True)
+    shutil.copytree(gold / "test", workdir / "data" / "test")
+    shutil.copy(gold / "manifest.json", workdir / "data" / "manifest.json")
+    return workdir
+
+
+def progress(name: str, row: dict) -> None:
+    print(
+        f"{name:>9} day {row['day']:>3} {row['wall_s']:>6.1f} s (cpu {row['cpu_s']:>6.1f})  window "
+        f"{len(row['window_spans']):>2} spans  root {row['pipeline_root_bytes'] / 2**20:7.1f} MB  "
+        f"accuracy {row['accuracy'] or 0:.4f}{'  ' + row['error'] if row['error'] else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def total_bytes(row: dict) -> int:
+    return row["pipeline_root_bytes"] + row["serving_bytes"] + row["mlmd_bytes"]
+
+
+def ratios(rows: list[dict], key, late: int, early: int) -> dict:
+    """`key` on day `late` over day `early` (1-based), and the same of the medians of the 5 days to each."""
+
+    def median(day: int) -> float:
+        values = sorted(key(r) for r in rows[max(0, day - 5) : day])
+        return values[len(values) // 2]
+
+    return {
+        "day": round(key(rows[late - 1]) / key(rows[early - 1]), 3),
+        "median_of_5_days": round(median(late) / median(early), 3),
+    }
+
+
+def summary(result: dict) -> dict:
+    """The issue's targets, as measured: wall and bytes flat, accuracy close to the unbounded window's."""
+    bounded, unbounded = result["bounded"], result["unbounded"]
+    last = len(bounded)
+    early, twentieth = min(10, last), min(20, last)
+    found: dict = {}
+    for name, rows in (("bounded", bounded), ("unbounded", unbounded)):
+        found[name] = {
+            f"wall_day_{last}_over_day_{early}": ratios(rows, lambda r: r["wall_s"], last, early),
+            f"cpu_day_{last}_over_day_{early}": ratios(rows, lambda r: r["cpu_s"], last, early),
+            f"bytes_day_{last}_over_day_{twentieth}": ratios(rows, total_bytes, last, twentieth),
+        }
+    found["accuracy_last_day_bounded_minus_unbounded"] = round(
+        bounded[-1]["accuracy"] - unbounded[-1]["accuracy"], 4
+    )
+    return found
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, figsize=(9, 13), sharex=True)
+    for name, style in (("bounded", "-"), ("unbounded", "--")):
+        rows = result[name]
+        days = [r["day"] for r in rows]
+        axes[0].plot(days, [r["wall_s"] for r in rows], style, label=f"{name}: whole run")
+        axes[0].plot(days, [r["trainer_s"] or 0 for r in rows], style, alpha=0.6, label=f"{name}: Trainer")
+        axes[1].plot(
+            days, [r["pipeline_root_bytes"] / 2**20 for r in rows], style, label=f"{name}: pipeline root"
+        )
+        axes[1].plot(
+            days, [r["serving_bytes"] / 2**20 for r in rows], style, alpha=0.6, label=f"{name}: serving"
+        )
+        axes[2].plot(days, [r["mlmd_bytes"] / 2**20 for r in rows], style, label=f"{name}: ML Metadata")
+        axes[3].plot(days, [r["accuracy"] for r in rows], style, label=name)
+    axes[0].set_ylabel("seconds")
+    axes[0].set_title(f"A year of data, compressed: {len(result['bounded'])} daily spans")
+    axes[1].set_ylabel("MB on disk")
+    axes[2].set_ylabel("MB")
+    axes[3].set_ylabel("gold accuracy of the day's candidate")
+    axes[3].set_xlabel("day")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_table(result: dict, every: int = 5) -> None:
+    """Every `every`-th day (and the first and last): the bounded variant, then the unbounded one."""
+    head = ("day", "wall s", "Trainer s", "Transform s", "root MB", "serving MB", "MLMD MB", "accuracy")
+    print(" | ".join(f"{h:>11}" for h in head) + " || unbounded: " + " | ".join(f"{h:>9}" for h in head[1:5]))
+    for b, u in zip(result["bounded"], result["unbounded"], strict=True):
+        if b["day"] % every and b["day"] not in (1, len(result["bounded"])):
+            continue
+        cells = [
+            b["day"], b["wall_s"], b["trainer_s"] or 0, b["transform_s"] or 0,
+            b["pipeline_root_bytes"] / 2**20,
+            b["serving_bytes"] / 2**20, b["mlmd_bytes"] / 2**20, b["accuracy"] or 0,
+        ]  # fmt: skip
+        theirs = [u["wall_s"], u["trainer_s"] or 0, u["transform_s"] or 0, u["pipeline_root_bytes"] / 2**20]
+        print(" | ".join(f"{c:>11.4g}" for c in cells) + " || " + " | ".join(f"{c:>9.4g}" for c in theirs))
+    print(json.dumps(result["summary"], indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workdir", default="workdir/bench-year")
+    parser.add_argument("--source-dir", default=str(DEBIAN_DIR), help="the official IDX files")
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--span-images", type=int, default=1000)
+    parser.add_argument("--gold-images", type=int, default=2000, help="the gold set: the first N test images")
+    parser.add_argument("--window-images", type=int, default=10_000, help="the bounded variant's window")
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "year.json"))
+    parser.add_argument(
+        "--table", action="store_true", help="print the table and redraw the plot of --output"
+    )
+    args = parser.parse_args()
+    if args.table:
+        result = json.loads(Path(args.output).read_text())
+        plot(result, Path(args.output).with_suffix(".png"))
+        print_table(result)
+        return
+    root = Path(args.workdir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    gold = root / "gold"
+    prepare_dataset(Path(args.source_dir), gold, limit=args.gold_images)  # its test split: the gold set
+    train = read_split(Path(args.source_dir), OFFICIAL_FILES["train"])
+    images, labels = parse_split(train, "train", OFFICIAL_FILES["train"])
+
+    def slices(day: int):
+        start = ((day - 1) * args.span_images) % len(images)
+        return images[start : start + args.span_images], labels[start : start + args.span_images]
+
+    started = time.strftime("%Y-%m-%d %H:%M")
+    flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
+    workdirs = {name: setup_variant(root, name, gold) for name in flags}
+    rows: dict[str, list[dict]] = {name: [] for name in flags}
+    for day in range(1, args.days + 1):  # the variants take turns, one run at a time
+        for name, extra in flags.items():
+            rows[name].append(one_day(day, workdirs[name], *slices(day), extra, root))
+            progress(name, rows[name][-1])
+    result = {
+        "command": " ".join(["python benchmarks/year_benchmark.py", *sys.argv[1:]]),
+        "date": started,
+        "cpus": os.cpu_count(),
+        "span_images": args.span_images,
+        "gold_images": args.gold_images,
+        "flags": {"run": RUN_FLAGS, **flags},
+        **rows,
+    }
+    result["summary"] = summary(result)
+    Path(args.output).write_text(json.dumps(result, indent=2))
+    plot(result, Path(args.output).with_suffix(".png"))
+    print_table(result)
+    print(f"figures: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
