@@ -28,10 +28,12 @@ SERVE_FIELDS = (
     "request_log_sampling",
     "request_log_max_mb",
     "request_log_max_days",
+    "canary_percent",
 )
 PROXY_FIELDS = (
     "host", "port", "rest_api_port", "rest_api_enable_cors_support", "max_message_mb", "workers",
     "monitoring_config_file", "request_log_sampling", "request_log_max_mb", "request_log_max_days",
+    "poll_seconds", "canary_percent",
 )  # fmt: skip
 
 
@@ -58,6 +60,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "--upstream", default="127.0.0.1:8500", help="TF Serving gRPC address (default: %(default)s)"
     )
     proxy.add_argument("--request-log-dir", required=True, help="write sampled PredictionLog TFRecords here")
+    proxy.add_argument(
+        "--model-config-file",
+        "--model_config_file",
+        dest="model_config_file",
+        help="the models.config the upstream TF Serving reads: its 'stable' and 'canary' labels route the "
+        "traffic split (--canary-percent), re-read every --poll-seconds (default: none, no split)",
+    )
     add_config_flags(
         proxy, ServingConfig, PROXY_FIELDS, "proxy", defaults={"port": 8600, "rest_api_port": 8601}
     )

@@ -345,6 +345,15 @@ class ServingConfig:
     request_log_max_days: float = setting(
         30.0, "delete request-log files older than this many days; 0: no cap", minimum=0.0
     )
+    canary_percent: float = setting(
+        10.0,
+        "percent of the requests naming no version that go to the 'canary' label's version, the rest to "
+        "'stable' (sticky per x-client-id); 10: the canary gets 1,000 answers by 10,000 requests, "
+        "enough for the drift and accuracy-estimate checks, while a bad canary reaches a tenth of "
+        "clients; 100: all to the canary, as TF Serving's rule (the newest version) does",
+        minimum=0.0,
+        maximum=100.0,
+    )
 
     def __post_init__(self) -> None:
         validate(self)

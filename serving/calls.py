@@ -13,12 +13,17 @@ only through one process-wide context (tensorflow/python/eager/cancellation.py),
 not per request thread.
 
 REST calls and warmup replays have no deadline and cannot be cancelled:
-`NO_CALL`.
+`Call` (`NO_CALL` when there is no client at all).
+
+A call also says who the client is, when it says so (`client_id`, from the
+gRPC metadata or HTTP header `x-client-id`): the traffic split keeps one
+client on one version (`serving/traffic_split.py`).
 """
 
 from __future__ import annotations
 
 from serving.servable import ServingStatusError
+from serving.traffic_split import client_id_from_metadata
 
 # gRPC reports "no deadline" as a deadline about 292 billion years away (gpr_inf_future).
 _NO_DEADLINE_BEYOND_SECONDS = 1e9
@@ -28,6 +33,14 @@ CANCELLED = "the client cancelled the call"
 
 class Call:
     """A caller without a deadline that never goes away (REST, warmup); see `GrpcCall` for gRPC's."""
+
+    def __init__(self, client_id: str | None = None) -> None:
+        self._client_id = client_id or None
+
+    @property
+    def client_id(self) -> str | None:
+        """The id the client sent to stay on one version of a traffic split, or None."""
+        return self._client_id
 
     def remaining(self) -> float | None:
         """Seconds until the deadline (0 once passed), or None without one."""
@@ -60,7 +73,12 @@ class GrpcCall(Call):
     """A gRPC call: its `ServicerContext` knows the deadline and whether the client cancelled."""
 
     def __init__(self, context) -> None:
+        super().__init__()
         self.context = context
+
+    @property
+    def client_id(self) -> str | None:
+        return client_id_from_metadata(self.context.invocation_metadata())
 
     def remaining(self) -> float | None:
         remaining = self.context.time_remaining()

@@ -26,7 +26,10 @@ Requests are routed as TF Serving routes them (tensorflow/serving at 9d981c5c27)
 
 Bodies and answers are TF Serving's JSON (`serving/rest_json.py`); every call
 goes to a backend with the gRPC API's calls: this server's `ServingRuntime`
-or, for `fmnist log-proxy`, the upstream TF Serving. Errors are
+or, for `fmnist log-proxy`, the upstream TF Serving. The header `X-Client-Id`
+keeps a client on one version of a traffic split (`serving/traffic_split.py`);
+a request naming no version is routed once, before its JSON is read with the
+input dtypes of the version that will answer it. Errors are
 `{"error": "..."}` with the HTTP status `http_server.cc`'s `ToHTTPStatusCode`
 gives the status code, and one log line each at most, rate-limited.
 
@@ -70,10 +73,12 @@ from core.config import ServingConfig
 from core.errors import InputError
 from core.vocabulary import SERVING_SIGNATURE
 from serving import rest_json
+from serving.calls import Call
 from serving.metrics import DEFAULT_PATH
 from serving.protos import MonitoringConfig, read_text_proto
 from serving.rest_json import BodyTooLargeError
 from serving.servable import InvalidRequestError, ServingStatusError
+from serving.traffic_split import CLIENT_ID_KEY
 
 log = logging.getLogger(__name__)
 REST = "REST"
@@ -393,9 +398,10 @@ class ApiHandler(RestHandler):
         except ServingStatusError as err:
             return self.reply_status(err)
         encoding = self.request.headers.get("Content-Encoding", "")
+        caller = Call(client_id=self.request.headers.get(CLIENT_ID_KEY))
         with self.rest.runtime.metrics.request(call.spec.name, call.api, REST) as outcome:
             try:
-                answer = await self.rest.call(call, self._take_body(), encoding)
+                answer = await self.rest.call(call, self._take_body(), encoding, caller)
             except ServingStatusError as err:
                 outcome["status"] = err.code
                 return self.reply_status(err)
@@ -419,8 +425,12 @@ class ApiHandler(RestHandler):
 
 class MetricsHandler(RestHandler):
     async def answer(self) -> None:
+        """The Prometheus page, built off the event loop (a scrape may recompute accuracy estimates)."""
+        page = await asyncio.get_running_loop().run_in_executor(
+            self.rest.pool, self.rest.runtime.metrics.page
+        )
         self.set_header("Content-Type", "text/plain; version=0.0.4")
-        self.finish(self.rest.runtime.metrics.page())
+        self.finish(page)
 
 
 class NotFound(RestHandler):
@@ -478,16 +488,16 @@ class RestServer:
         self._loop.run_forever()
 
     # --- a call, off the event loop ----------------------------------------------------------------
-    async def call(self, call: Route, body: bytes, encoding: str) -> dict:
+    async def call(self, call: Route, body: bytes, encoding: str, caller: Call) -> dict:
         """The JSON answer to `call`: body checked, then parsed within the budget, then the model call."""
         loop = asyncio.get_running_loop()
         if call.api in ("GetModelStatus", "GetModelMetadata"):
             return await loop.run_in_executor(self.pool, self._status_or_metadata, call)
         body, cost = await loop.run_in_executor(self.pool, self._measure, body, encoding)
         async with self.parses.hold(cost):
-            request = await loop.run_in_executor(self.pool, self._build, call, body)
+            request = await loop.run_in_executor(self.pool, self._build, call, body, caller)
         del body  # the only reference left: the model call does not hold the text
-        return await loop.run_in_executor(self.pool, self._run, call.api, request)
+        return await loop.run_in_executor(self.pool, self._run, call.api, request, caller)
 
     def _measure(self, body: bytes, encoding: str) -> tuple[bytes, int]:
         """The (decompressed) body and what parsing it would cost; refused when over the budget."""
@@ -502,10 +512,10 @@ class RestServer:
             )
         return body, cost
 
-    def _build(self, call: Route, body: bytes):
+    def _build(self, call: Route, body: bytes, caller: Call):
         """The API's request proto from the JSON body (and for Predict, whether rows were sent)."""
         document = rest_json.parse_body(body)
-        spec = call.spec
+        spec = self.runtime.route(call.spec, caller)
         spec.signature_name = rest_json.signature_name(document)
         if call.api == "Predict":
             dtypes = self.runtime.input_dtypes(spec, spec.signature_name or SERVING_SIGNATURE)
@@ -521,16 +531,16 @@ class RestServer:
         )
         return kind(model_spec=spec, input=rest_json.examples_input(document)), None
 
-    def _run(self, api: str, built) -> dict:
+    def _run(self, api: str, built, caller: Call) -> dict:
         """The model call through the backend, and its answer as TF Serving's JSON."""
         request, row_format = built
         if api == "Predict":
-            response = self.runtime.predict(request)
+            response = self.runtime.predict(request, caller)
             outputs = {k: rest_json.array_of(v) for k, v in response.outputs.items()}
             return rest_json.predict_response(outputs, row_format)
         if api == "Classify":
-            return rest_json.classify_response(self.runtime.classify(request).result)
-        return rest_json.regress_response(self.runtime.regress(request).result)
+            return rest_json.classify_response(self.runtime.classify(request, caller).result)
+        return rest_json.regress_response(self.runtime.regress(request, caller).result)
 
     def _status_or_metadata(self, call: Route) -> dict:
         if call.api == "GetModelStatus":

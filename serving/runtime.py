@@ -3,10 +3,15 @@
 Both front ends turn a request into calls on `ServingRuntime` and its answers
 into their wire format, so gRPC and REST give the same results and the same
 status codes (REST maps them to HTTP as TF Serving's `http_server.cc` does).
+
+A request naming no version is routed by the traffic split first
+(`serving/traffic_split.py`); every request a version answers is counted for
+that version (`ServingMetrics.answering`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
@@ -31,8 +36,16 @@ from serving.batching import BatchingOptions, BatchScheduler
 from serving.calls import NO_CALL, Call
 from serving.metrics import ServingMetrics
 from serving.request_log import RequestLogger
-from serving.servable import InvalidRequestError, Limits, LoadedVersion, Runner, check_example_count
+from serving.servable import (
+    InvalidRequestError,
+    Limits,
+    LoadedVersion,
+    Runner,
+    ServingStatusError,
+    check_example_count,
+)
 from serving.tensors import proto_from_array
+from serving.traffic_split import TrafficSplit, label_of, names_no_version
 from serving.version_manager import VersionManager
 
 UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what a failed load reports
@@ -120,9 +133,11 @@ class ServingRuntime:
     metrics: ServingMetrics
     scheduler: BatchScheduler | None = None
     logger: RequestLogger | None = None
+    split: TrafficSplit | None = None  # None: TF Serving's rule, the newest version
 
     @classmethod
     def from_config(cls, manager: VersionManager, config: ServingConfig) -> ServingRuntime:
+        """The runtime `config` asks for; build it before the manager loads (it observes the loads)."""
         scheduler = None
         if config.enable_batching:
             options = (
@@ -142,14 +157,34 @@ class ServingRuntime:
             else None
         )
         limits = Limits(max_batch=config.max_batch, max_bytes=config.max_message_mb * 2**20)
-        metrics = ServingMetrics()
+        metrics = ServingMetrics(serves=manager.serves)
         manager.observers.append(metrics.observe_version)
         if logger is not None:
             metrics.watch_request_log(logger)
-        return cls(manager, limits, metrics, scheduler, logger)
+        split = TrafficSplit(config.canary_percent)
+        return cls(manager, limits, metrics, scheduler, logger, split)
 
-    def resolve(self, model_spec: model_pb2.ModelSpec) -> LoadedVersion:
+    def route(self, model_spec: model_pb2.ModelSpec, call: Call = NO_CALL) -> model_pb2.ModelSpec:
+        """The spec to answer: one naming no version gets the label the traffic split chose (if any)."""
+        if self.split is None or not names_no_version(model_spec):
+            return model_spec
+        return self.split.route(model_spec, self.manager.labels(model_spec.name), call.client_id)
+
+    def resolve(self, model_spec: model_pb2.ModelSpec, call: Call = NO_CALL) -> LoadedVersion:
+        """The version that answers: the one asked for, else the traffic split's choice, else the newest."""
+        routed = self.route(model_spec, call)
+        if routed is not model_spec:
+            with contextlib.suppress(ServingStatusError):  # the label left since: TF Serving's rule below
+                return self._resolve(routed)
+        return self._resolve(model_spec)
+
+    def _resolve(self, model_spec: model_pb2.ModelSpec) -> LoadedVersion:
         return self.manager.resolve(model_spec.name, spec_version(model_spec), spec_label(model_spec))
+
+    def answering(self, loaded: LoadedVersion, api: str):
+        """Count and time a request as answered by `loaded` (`ServingMetrics.answering`), under its label."""
+        label = label_of(self.manager.labels(loaded.name), loaded.version)
+        return self.metrics.answering(loaded.name, loaded.version, label, api)
 
     def run(
         self, loaded: LoadedVersion, signature: str, arrays: dict[str, np.ndarray], call: Call = NO_CALL
@@ -189,15 +224,16 @@ class ServingRuntime:
     def predict(
         self, request: predict_pb2.PredictRequest, call: Call = NO_CALL
     ) -> predict_pb2.PredictResponse:
-        loaded = self.resolve(request.model_spec)
+        loaded = self.resolve(request.model_spec, call)
         signature = self.signature_of(request.model_spec)
-        outputs = loaded.predict(
-            signature, request.inputs, list(request.output_filter), self.limits, self.runner(call)
-        )
-        response = predict_pb2.PredictResponse()
-        fill_spec(response.model_spec, loaded, signature)
-        for key, value in outputs.items():
-            response.outputs[key].CopyFrom(proto_from_array(value))
+        with self.answering(loaded, "Predict"):
+            outputs = loaded.predict(
+                signature, request.inputs, list(request.output_filter), self.limits, self.runner(call)
+            )
+            response = predict_pb2.PredictResponse()
+            fill_spec(response.model_spec, loaded, signature)
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(proto_from_array(value))
         if self.logger is not None:
             self.logger.log_predict(request, response)
         return response
@@ -205,14 +241,15 @@ class ServingRuntime:
     def classify(
         self, request: classification_pb2.ClassificationRequest, call: Call = NO_CALL
     ) -> classification_pb2.ClassificationResponse:
-        loaded = self.resolve(request.model_spec)
+        loaded = self.resolve(request.model_spec, call)
         signature = self.signature_of(request.model_spec)
-        classes, scores = loaded.classify(
-            signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
-        )
-        response = classification_pb2.ClassificationResponse()
-        fill_spec(response.model_spec, loaded, signature)
-        classification_result(classes, scores, response.result)
+        with self.answering(loaded, "Classify"):
+            classes, scores = loaded.classify(
+                signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
+            )
+            response = classification_pb2.ClassificationResponse()
+            fill_spec(response.model_spec, loaded, signature)
+            classification_result(classes, scores, response.result)
         if self.logger is not None:
             self.logger.log_classify(request, response)
         return response
@@ -220,11 +257,12 @@ class ServingRuntime:
     def regress(
         self, request: regression_pb2.RegressionRequest, call: Call = NO_CALL
     ) -> regression_pb2.RegressionResponse:
-        loaded = self.resolve(request.model_spec)
+        loaded = self.resolve(request.model_spec, call)
         signature = self.signature_of(request.model_spec)
-        values = loaded.regress(
-            signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
-        )
+        with self.answering(loaded, "Regress"):
+            values = loaded.regress(
+                signature, examples_of(request.input, self.limits), self.limits, self.runner(call)
+            )
         response = regression_pb2.RegressionResponse()
         fill_spec(response.model_spec, loaded, signature)
         for value in values:
@@ -246,7 +284,11 @@ class ServingRuntime:
         duplicated = sorted({s for s in signatures if signatures.count(s) > 1})
         if duplicated:
             raise InvalidRequestError(f"Duplicate evaluation of signature: {duplicated[0]}")
-        loaded = self.resolve(specs[0])
+        loaded = self.resolve(specs[0], call)
+        with self.answering(loaded, "MultiInference"):
+            return self._multi_inference(request, loaded, signatures, call)
+
+    def _multi_inference(self, request, loaded: LoadedVersion, signatures: list[str], call: Call):
         serialized = examples_of(request.input, self.limits)
         response = inference_pb2.MultiInferenceResponse()
         for task, signature in zip(request.tasks, signatures, strict=True):

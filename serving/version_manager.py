@@ -146,6 +146,7 @@ class VersionManager:
         self._loaded: dict[str, dict[int, LoadedVersion]] = {}
         self._states: dict[str, dict[int, VersionState]] = {}
         self._labels: dict[str, dict[str, int]] = {}
+        self._names: frozenset[str] = frozenset()  # the configured models as of the last poll
         self._failures: dict[tuple[str, int], _Failure] = {}
         self.poll_errors = 0
         self._log_limit = LogLimit(log)
@@ -160,6 +161,7 @@ class VersionManager:
         for loaded in versions:
             manager._loaded.setdefault(loaded.name, {})[loaded.version] = loaded
             manager._states.setdefault(loaded.name, {})[loaded.version] = VersionState("AVAILABLE")
+        manager._names = frozenset(manager._loaded)
         return manager
 
     @property
@@ -212,12 +214,17 @@ class VersionManager:
     def model_names(self) -> list[str]:
         return sorted(self.sources())
 
+    def serves(self, name: str) -> bool:
+        """Whether `name` is a configured model (as of the last poll; no disk access, for every request)."""
+        return name in self._names
+
     # --- polling ------------------------------------------------------------------------------
     def poll_once(self) -> None:
         """Bring every model's loaded versions and labels in line with its policy and the disk."""
         if self.config_file is not None:
             self._reload_config()
         sources = self.sources()
+        self._names = frozenset(sources)
         for name in [n for n in self._states if n not in sources]:
             for version in list(self._states[name]):
                 self._unload(name, version, forget=True)
@@ -374,6 +381,11 @@ class VersionManager:
                 f"model '{name}' version {version} is not available (available: {sorted(versions)})"
             )
         return versions[version]
+
+    def labels(self, name: str) -> dict[str, int]:
+        """The model's labels that answer now (each on an AVAILABLE version): label -> version."""
+        with self._lock:
+            return dict(self._labels.get(name, {}))
 
     def status(self, name: str, version: int | None = None) -> dict[int, VersionState]:
         with self._lock:

@@ -161,7 +161,7 @@ def test_promote_and_rollback_move_what_a_running_server_answers_for_stable(
     )
     manager = VersionManager(config_file=models_config_path(str(serving_dir)), poll_seconds=0.1)
     manager.start()
-    server, port, _ = build_server(manager, ServingConfig(port=0))
+    server, port, _ = build_server(manager, ServingConfig(port=0, canary_percent=100))  # no version: canary
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=30)
     image = np.zeros((1, 28, 28), np.uint8)
@@ -171,7 +171,7 @@ def test_promote_and_rollback_move_what_a_running_server_answers_for_stable(
 
     try:
         assert (version_for("stable"), version_for("canary")) == (stable, canary)
-        assert version_for(None) == canary  # TF Serving's rule: no version asked, the highest loaded answers
+        assert version_for(None) == canary  # all to the canary: as TF Serving's rule, the highest loaded
         assert main(["promote", "--serving-dir", str(serving_dir)]) == 0
         wait_for(lambda: version_for("stable"), canary, "after promote")
         assert main(["rollback", "--serving-dir", str(serving_dir)]) == 0

@@ -20,9 +20,9 @@ HIDDEN_UNITS = 64
 
 
 class _PixelsModel(tf.Module):
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        generator = np.random.default_rng(0)
+        generator = np.random.default_rng(seed)
         self.hidden = tf.Variable(generator.normal(0, 0.05, (vocab.PIXELS, HIDDEN_UNITS)).astype(np.float32))
         self.out = tf.Variable(
             generator.normal(0, 0.05, (HIDDEN_UNITS, vocab.NUM_CLASSES)).astype(np.float32)
@@ -39,9 +39,12 @@ class _PixelsModel(tf.Module):
         return self.probabilities(tf.io.parse_example(serialized, spec)[vocab.IMAGE_KEY])
 
 
-def build(export_dir: str) -> str:
-    """Write the SavedModel to `export_dir` with Classify marked on `classify`; return it."""
-    model = _PixelsModel()
+def build(export_dir: str, seed: int = 0) -> str:
+    """Write the SavedModel to `export_dir` with Classify marked on `classify`; return it.
+
+    Another `seed` gives other weights: two versions whose answers tell them apart.
+    """
+    model = _PixelsModel(seed)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=vocab.EXAMPLES_INPUT)])
     def serve_examples(serialized):

@@ -48,9 +48,9 @@ def server(tmp_path: Path, monkeypatch):
         runs.append(float(arrays["x"].reshape(-1)[0]))
         return real_run(self, signature_name, arrays)
 
-    def slow_resolve(self, model_spec):
+    def slow_resolve(self, *spec_and_call):
         time.sleep(BEFORE_THE_MODEL_SECONDS)
-        return real_resolve(self, model_spec)
+        return real_resolve(self, *spec_and_call)
 
     monkeypatch.setattr(servable.LoadedVersion, "run", counted_run)
     monkeypatch.setattr(ServingRuntime, "resolve", slow_resolve)

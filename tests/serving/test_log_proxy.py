@@ -22,8 +22,10 @@ from core.errors import ServingError
 from monitoring.batches import load_batch
 from serving.client import RequestRefusedError, ServingClient
 from serving.log_proxy import build_proxy
+from serving.request_log import read_request_logs
 from serving.server import build_server
 from serving.version_manager import VersionManager
+from tests.serving.test_version_metrics import COUNT, by_labels
 
 
 @pytest.mark.e2e  # serves the model a slice run pushed
@@ -181,4 +183,116 @@ def test_after_an_upstream_outage_the_proxy_reconnects_within_seconds(tmp_path: 
     finally:
         proxy.stop(grace=None)
         upstream.stop(grace=None)
+        logger.close()
+
+
+# --- the traffic split in front of a TF Serving that has none ------------------------------------------
+class LabelledUpstream(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """TF Serving's label rules on a fake: stable 1, canary 2, no version asked: 2 (the newest).
+
+    `known` is the labels TF Serving has applied: one it has not is refused with its message.
+    """
+
+    def __init__(self, known=("stable", "canary")) -> None:
+        self.known = set(known)
+        self.asked: list[str] = []  # per call: the label, the version, or "" (none)
+
+    def Predict(self, request, context):
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        self.asked.append(spec.version_label if choice == "version_label" else str(spec.version.value or ""))
+        if choice == "version_label" and spec.version_label not in self.known:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {spec.version_label}"
+            )
+        version = {"stable": 1, "canary": 2}.get(spec.version_label) if choice == "version_label" else None
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = version or spec.version.value or 2
+        response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(np.full((1, 10), 0.1, np.float32)))
+        return response
+
+
+def labelled_proxy(tmp_path: Path, upstream: LabelledUpstream, with_labels: bool = True, **config):
+    """A proxy before `upstream`, given the rollout's models.config (stable 1, canary 2) `with_labels`."""
+    port = portpicker.pick_unused_port()
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(upstream, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    models_config = tmp_path / "models.config"
+    models_config.write_text(
+        'model_config_list { config { name: "fashion_mnist" base_path: "/models/fashion_mnist" '
+        'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }\n'
+    )
+    labels = str(models_config) if with_labels else ""
+    proxy_config = ServingConfig(port=0, model_config_file=labels, **config)
+    proxy, proxy_port, logger, backend = build_proxy(
+        f"127.0.0.1:{port}", str(tmp_path / "logs"), proxy_config
+    )
+    proxy.start()
+    return server, proxy, logger, backend, grpc.insecure_channel(f"127.0.0.1:{proxy_port}")
+
+
+def proxied_predict(stub, client_id=None, label=None) -> int:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "fashion_mnist"
+    if label:
+        request.model_spec.version_label = label
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28), np.uint8)))
+    metadata = [("x-client-id", client_id)] if client_id else None
+    return stub.Predict(request, timeout=10, metadata=metadata).model_spec.version.value
+
+
+def test_the_proxy_splits_by_setting_the_version_label_and_logs_the_answering_version(tmp_path: Path):
+    upstream = LabelledUpstream()
+    server, proxy, logger, backend, channel = labelled_proxy(tmp_path, upstream, canary_percent=30)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        clients = {f"user-{i}": proxied_predict(stub, f"user-{i}") for i in range(200)}
+        assert 0.2 < list(clients.values()).count(2) / 200 < 0.4
+        assert all(proxied_predict(stub, c) == v for c, v in list(clients.items())[:40])  # sticky
+        assert set(upstream.asked) == {"stable", "canary"}  # every request named no version: all routed
+        assert proxied_predict(stub, "user-0", label="canary") == 2  # a label the client named goes through
+    finally:
+        channel.close()
+        proxy.stop(grace=None)
+        server.stop(grace=None)
+        logger.close()
+    logged = read_request_logs([str(p) for p in (tmp_path / "logs").iterdir()])
+    answered = [*clients.values(), *[clients[f"user-{i}"] for i in range(40)], 2]
+    assert sorted(r.version for r in logged.requests) == sorted(answered)
+    counts = by_labels(backend.metrics.page(), COUNT, "version", "label", "status")  # per version, as served
+    assert counts == {("1", "stable", "OK"): answered.count(1), ("2", "canary", "OK"): answered.count(2)}
+
+
+def test_a_label_tf_serving_does_not_know_yet_is_retried_as_the_client_sent_it(tmp_path: Path):
+    upstream = LabelledUpstream(known=["stable"])  # the canary's version is still loading upstream
+    server, proxy, logger, _, channel = labelled_proxy(tmp_path, upstream, canary_percent=100)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert proxied_predict(stub, "user-1") == 2  # answered by TF Serving's own rule
+        assert upstream.asked == ["canary", ""]
+        with pytest.raises(grpc.RpcError, match="Unrecognized servable version label: canary"):
+            proxied_predict(stub, "user-1", label="canary")  # the client's own label: its answer stands
+    finally:
+        channel.close()
+        proxy.stop(grace=None)
+        server.stop(grace=None)
+        logger.close()
+
+
+def test_without_a_models_config_the_proxy_forwards_requests_as_sent(tmp_path: Path):
+    upstream = LabelledUpstream()
+    server, proxy, logger, _, channel = labelled_proxy(
+        tmp_path, upstream, with_labels=False, canary_percent=50
+    )
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert {proxied_predict(stub, f"u{i}") for i in range(20)} == {2}
+        assert set(upstream.asked) == {""}
+    finally:
+        channel.close()
+        proxy.stop(grace=None)
+        server.stop(grace=None)
         logger.close()

@@ -559,13 +559,13 @@ def test_models_config_serves_specific_versions_and_labels(pipeline_runs: dict, 
     )
     store = make_manager(ServingConfig(model_config_file=str(config), poll_seconds=3600))
     store.poll_once()
-    server, port, _ = build_server(store, ServingConfig(port=0))
+    server, port, _ = build_server(store, ServingConfig(port=0, canary_percent=100))
     server.start()
     client = ServingClient(f"127.0.0.1:{port}", timeout=30)
     try:
         states = {s.version: s.state for s in client.status(MODEL).model_version_status}
         assert states == {1: AVAILABLE, 3: AVAILABLE}  # version 2 is not in the policy
-        assert client.predict_images(images[:1])[1] == 3  # no version asked: the newest served
+        assert client.predict_images(images[:1])[1] == 3  # no version asked, all to the canary: the newest
         assert client.predict_images(images[:1], label="stable")[1] == 1
         assert client.predict_images(images[:1], label="canary")[1] == 3
         assert client.predict_images(images[:1], version=1)[1] == 1
