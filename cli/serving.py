@@ -29,6 +29,7 @@ SERVE_FIELDS = (
     "request_log_max_mb",
     "request_log_max_days",
     "canary_percent",
+    "estimate_window",
 )
 PROXY_FIELDS = (
     "host", "port", "rest_api_port", "rest_api_enable_cors_support", "max_message_mb", "workers",

@@ -354,6 +354,12 @@ class ServingConfig:
         minimum=0.0,
         maximum=100.0,
     )
+    estimate_window: int = setting(
+        2000,
+        "with request logging, estimate each version's accuracy without labels over its newest N "
+        "answers (images), exported as Prometheus gauges; 0: off",
+        minimum=0,
+    )
 
     def __post_init__(self) -> None:
         validate(self)

@@ -6,7 +6,9 @@ status codes (REST maps them to HTTP as TF Serving's `http_server.cc` does).
 
 A request naming no version is routed by the traffic split first
 (`serving/traffic_split.py`); every request a version answers is counted for
-that version (`ServingMetrics.answering`).
+that version (`ServingMetrics.answering`), and with request logging on, the
+probabilities it answered feed the version's accuracy estimate
+(`serving/accuracy_window.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from tensorflow_serving.apis import (
 )
 
 from core.config import ServingConfig
-from core.vocabulary import CLASSIFY_METHOD, REGRESS_METHOD, SERVING_SIGNATURE
+from core.vocabulary import CLASSIFY_METHOD, PROBABILITIES_OUTPUT, REGRESS_METHOD, SERVING_SIGNATURE
+from serving.accuracy_window import AccuracyWindows
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.calls import NO_CALL, Call
 from serving.metrics import ServingMetrics
@@ -134,6 +137,7 @@ class ServingRuntime:
     scheduler: BatchScheduler | None = None
     logger: RequestLogger | None = None
     split: TrafficSplit | None = None  # None: TF Serving's rule, the newest version
+    estimates: AccuracyWindows | None = None
 
     @classmethod
     def from_config(cls, manager: VersionManager, config: ServingConfig) -> ServingRuntime:
@@ -159,10 +163,15 @@ class ServingRuntime:
         limits = Limits(max_batch=config.max_batch, max_bytes=config.max_message_mb * 2**20)
         metrics = ServingMetrics(serves=manager.serves)
         manager.observers.append(metrics.observe_version)
+        estimates = None
         if logger is not None:
             metrics.watch_request_log(logger)
+            if config.estimate_window:
+                estimates = AccuracyWindows(config.estimate_window, manager.labels)
+                manager.observers.append(estimates.observe_version)
+                metrics.registry.register(estimates)
         split = TrafficSplit(config.canary_percent)
-        return cls(manager, limits, metrics, scheduler, logger, split)
+        return cls(manager, limits, metrics, scheduler, logger, split, estimates)
 
     def route(self, model_spec: model_pb2.ModelSpec, call: Call = NO_CALL) -> model_pb2.ModelSpec:
         """The spec to answer: one naming no version gets the label the traffic split chose (if any)."""
@@ -185,6 +194,11 @@ class ServingRuntime:
         """Count and time a request as answered by `loaded` (`ServingMetrics.answering`), under its label."""
         label = label_of(self.manager.labels(loaded.name), loaded.version)
         return self.metrics.answering(loaded.name, loaded.version, label, api)
+
+    def estimate(self, loaded: LoadedVersion, probabilities) -> None:
+        """Keep the probabilities answered for the version's accuracy estimate (with request logging)."""
+        if self.estimates is not None:
+            self.estimates.add(loaded.name, loaded.version, probabilities)
 
     def run(
         self, loaded: LoadedVersion, signature: str, arrays: dict[str, np.ndarray], call: Call = NO_CALL
@@ -236,6 +250,7 @@ class ServingRuntime:
                 response.outputs[key].CopyFrom(proto_from_array(value))
         if self.logger is not None:
             self.logger.log_predict(request, response)
+            self.estimate(loaded, outputs.get(PROBABILITIES_OUTPUT))
         return response
 
     def classify(
@@ -252,6 +267,7 @@ class ServingRuntime:
             classification_result(classes, scores, response.result)
         if self.logger is not None:
             self.logger.log_classify(request, response)
+            self.estimate(loaded, scores)
         return response
 
     def regress(
