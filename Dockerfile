@@ -22,7 +22,8 @@ RUN pip install --ignore-requires-python -r requirements/lock.txt
 
 # The project: the shared core, the module code the components import by name
 # (components.preprocessing, components.trainer, ...), the pipeline definition, the serving
-# code the ServingCheck starts, the command line, and the curated schema
+# code the ServingCheck starts, the release side (exports, warmup, rollout labels) the
+# Trainer and Pusher write with, the command line, and the curated schema
 # (IMAGE_SCHEMA_PATH in pipeline/kubeflow_runner.py).
 COPY pyproject.toml README.md ./
 COPY cli cli
@@ -31,6 +32,7 @@ COPY core core
 COPY ingest ingest
 COPY monitoring monitoring
 COPY pipeline pipeline
+COPY release release
 COPY serving serving
 COPY schema schema
 RUN pip install --no-deps --no-build-isolation .

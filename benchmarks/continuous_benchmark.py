@@ -47,7 +47,7 @@ from core.spans import span_dir
 from core.vocabulary import CLASS_NAMES, MODEL_NAME
 from ingest.prepare import DEBIAN_DIR, prepare_dataset
 from ingest.spans import write_span
-from serving.rollout import read_rollout
+from release.rollout import read_rollout
 
 REPO = Path(__file__).resolve().parent.parent
 FMNIST = str(Path(sys.executable).parent / "fmnist")

@@ -58,7 +58,7 @@ def logged_version(config: PipelineConfig, text: str | None) -> int | None:
         return None
     if text.isascii() and text.isdigit():
         return int(text)
-    from serving.rollout import read_rollout
+    from release.rollout import read_rollout
 
     version = read_rollout(config.serving_dir, config.model_name).labels().get(text)
     if version is None:

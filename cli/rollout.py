@@ -38,7 +38,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 def _where(args: argparse.Namespace) -> tuple[str, str]:
     """The serving directory and model, with `models.config` made to agree with `rollout.json` first."""
-    from serving.rollout import republish_if_behind
+    from release.rollout import republish_if_behind
 
     config = build_config(args, PipelineConfig)
     note = republish_if_behind(config.serving_dir, config.model_name)
@@ -48,7 +48,7 @@ def _where(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def promote_command(args: argparse.Namespace) -> int:
-    from serving.rollout import promote
+    from release.rollout import promote
 
     rollout = promote(*_where(args))
     print(f"promoted: {rollout.describe()}")
@@ -56,7 +56,7 @@ def promote_command(args: argparse.Namespace) -> int:
 
 
 def rollback_command(args: argparse.Namespace) -> int:
-    from serving.rollout import rollback
+    from release.rollout import rollback
 
     rollout = rollback(*_where(args))
     print(f"rolled back: {rollout.describe()}")
@@ -65,7 +65,7 @@ def rollback_command(args: argparse.Namespace) -> int:
 
 def labels_command(args: argparse.Namespace) -> int:
     """Print the state; exit 2 when a version it serves is not on disk (the server cannot load it)."""
-    from serving.rollout import missing_on_disk, read_rollout
+    from release.rollout import missing_on_disk, read_rollout
 
     serving_dir, model = _where(args)
     rollout = read_rollout(serving_dir, model)

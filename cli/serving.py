@@ -124,7 +124,7 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from serving.rollout import models_config_path
+    from release.rollout import models_config_path
     from serving.server import serve
 
     config = build_config(args, ServingConfig)

@@ -21,7 +21,7 @@ artifact) and changes how the files land:
 - a model artifact that already has a version there is not pushed again; the
   existing version is reported instead;
 - a new version is published as the `canary` of the staged rollout
-  (`serving/rollout.py`): the model's entry in `<serving_dir>/models.config`
+  (`release/rollout.py`): the model's entry in `<serving_dir>/models.config`
   gains it under that label, while `stable` keeps serving.
 """
 
@@ -47,7 +47,7 @@ from core.config import is_uri
 from core.errors import PipelineError
 from core.versions import version_dirs
 from core.vocabulary import SAVED_MODEL_FILE
-from serving.rollout import push_canary
+from release.rollout import push_canary
 
 PUSH_RECORD = "fmnist_push.json"
 STAGING_PREFIX = ".tmp-"

@@ -1,7 +1,7 @@
 """ServedModel: the model production traffic gets, as a Model artifact for the label gate, Trainer, Evaluator.
 
 The bar for a new model is the version behind the `stable` label of the
-staged rollout (`serving/rollout.py`: `<serving_dir>/<model>/rollout.json`,
+staged rollout (`release/rollout.py`: `<serving_dir>/<model>/rollout.json`,
 else the newest version on disk), never merely "the last model the Evaluator
 blessed": a canary never promoted, a model that failed the serving check or
 was rolled back is not the bar. TFX's resolvers could pick it from ML
@@ -34,7 +34,7 @@ from tfx.utils import path_utils
 from components.pusher import copy_tree
 from core.errors import PipelineError
 from core.versions import has_saved_model
-from serving.rollout import served_version
+from release.rollout import served_version
 
 log = logging.getLogger(__name__)
 SERVED_VERSION_PROPERTY = "served_version"

@@ -9,7 +9,7 @@
 - `classify`: TF Serving's Classify contract: serialized `tf.Example`s `inputs`
   (string [batch]); `classes` (string [batch, 10], the class names) and
   `scores` (float32 [batch, 10]); its method is marked Classify after export
-  (`serving/export.py`).
+  (`release/export.py`).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from core.config import TrainingConfig
 from core.versions import has_saved_model
 from core.vocabulary import CLASSIFY_SIGNATURE, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 from core.warm_start import WarmStart, write_warm_start
-from serving.export import mark_classify_method
-from serving.warmup import write_warmup
+from release.export import mark_classify_method
+from release.warmup import write_warmup
 
 TRAINING_CONFIG_KEY = "training"
 

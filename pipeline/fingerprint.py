@@ -22,7 +22,7 @@ import os
 
 from core.config import REPO_ROOT
 
-PROJECT_PACKAGES = ("core", "serving", "ingest", "components", "pipeline", "monitoring", "cli")
+PROJECT_PACKAGES = ("core", "serving", "release", "ingest", "components", "pipeline", "monitoring", "cli")
 
 
 def module_file(module: str) -> str | None:

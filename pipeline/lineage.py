@@ -35,7 +35,7 @@ from pipeline.metadata import (
     served_model_text,
     span_of,
 )
-from serving.rollout import served_version
+from release.rollout import served_version
 
 
 class LineageError(InputError):

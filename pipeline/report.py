@@ -37,7 +37,7 @@ from pipeline.evaluation import (
 )
 from pipeline.metadata import Metadata, properties, served_model_text, store_exists
 from pipeline.plots import save_confusion_matrix, save_reliability_diagram
-from serving.rollout import read_rollout
+from release.rollout import read_rollout
 
 REPORTS_DIR = "reports"
 DRIFT_COMPARISONS = {

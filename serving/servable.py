@@ -43,9 +43,8 @@ from core.vocabulary import (
     SCORES_OUTPUT,
     SERVING_SIGNATURE,
 )
-from serving.export import read_saved_model
 from serving.tensors import TensorError, checked_dims, dtype_name, fits_signature, shape_text, values_of
-from serving.warmup import read_warmup
+from serving.version_files import read_saved_model, read_warmup
 
 # tensorflow::error::Code values, which gRPC's status codes share.
 _STATUS_NAMES = {

@@ -22,8 +22,8 @@ from pipeline import nodes
 from pipeline.kubeflow_runner import kubeflow_config, spec_tasks
 from pipeline.local_runner import PipelineFailedError, run
 from pipeline.metadata import INPUT_EVENTS, Metadata, properties
+from release.rollout import models_config_path, models_config_text, read_rollout, replace_file
 from serving.client import ServingClient
-from serving.rollout import models_config_path, models_config_text, read_rollout, replace_file
 from serving.server import build_server
 from serving.version_manager import VersionManager
 from tests.conftest import tiny_config

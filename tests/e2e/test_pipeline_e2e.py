@@ -19,7 +19,7 @@ from pipeline import nodes
 from pipeline.local_runner import PipelineFailedError, run
 from pipeline.metadata import Metadata, properties, window_spans
 from pipeline.report import RunReport, save_report
-from serving.rollout import models_config_path, read_rollout
+from release.rollout import models_config_path, read_rollout
 from tests.conftest import LOOP_SOURCE, SLICE_SIZE, tiny_config
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +149,7 @@ def bfloat16_nodes(saved_model_dir: str) -> list[str]:
     """Nodes of the SavedModel's graph and functions with a bfloat16 type attribute."""
     from tensorflow.core.framework import types_pb2
 
-    from serving.export import read_saved_model
+    from serving.version_files import read_saved_model
 
     graph = read_saved_model(saved_model_dir).meta_graphs[0].graph_def
     nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import vocabulary as vocab
-from serving.export import mark_classify_method
+from release.export import mark_classify_method
 
 HIDDEN_UNITS = 64
 

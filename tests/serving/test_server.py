@@ -397,14 +397,14 @@ def test_metadata_request_must_ask_for_signature_def(served):
 
 
 def test_pushed_model_carries_warmup_requests_that_replay(pipeline_runs: dict):
-    from serving.warmup import read_warmup
+    from serving.version_files import read_warmup
 
     requests = read_warmup(pipeline_runs["first"].model.pushed_path)
     assert {r.model_spec.signature_name for r in requests} == {"predict_images", "serving_default"}
 
 
 def test_a_version_whose_warmup_fails_is_not_served(served, test_images):
-    from serving.warmup import WARMUP_PATH
+    from serving.version_files import WARMUP_PATH
 
     base, store = served["base"], served["store"]
     broken = base / MODEL / "7"

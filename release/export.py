@@ -15,7 +15,6 @@ import os
 import uuid
 
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.saved_model import fingerprinting_utils
 
 from core.vocabulary import (
@@ -25,14 +24,7 @@ from core.vocabulary import (
     SAVED_MODEL_FILE,
     SCORES_OUTPUT,
 )
-
-
-def read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
-    """The `saved_model.pb` of an export directory (any TensorFlow filesystem)."""
-    saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(export_dir, SAVED_MODEL_FILE), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    return saved_model
+from serving.version_files import read_saved_model
 
 
 def mark_classify_method(export_dir: str, signature_name: str) -> None:

@@ -41,26 +41,29 @@ import fcntl
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from core import storage
 from core.config import is_uri
 from core.errors import InputError
 from core.versions import has_saved_model, newest_version, version_dirs
+from serving.traffic_split import CANARY, STABLE
 
 log = logging.getLogger(__name__)
 ROLLOUT_FILE = "rollout.json"
 MODELS_CONFIG = "models.config"
 LOCK_FILE = ".rollout.lock"
-STABLE, CANARY, WAY_BACK = "stable", "canary", "way back"
+WAY_BACK = (
+    "way back"  # loaded for a rollback, not labelled; STABLE and CANARY are the labels the server routes by
+)
 HISTORY = "history"
 HEADER = (
     "# Written by the pipeline's Pusher and by `fmnist promote` / `fmnist rollback`\n"
-    "# (serving/rollout.py); TF Serving's ModelServerConfig in text format.\n"
+    "# (release/rollout.py); TF Serving's ModelServerConfig in text format.\n"
 )
 
 
@@ -176,26 +179,8 @@ def _require_on_disk(serving_dir: str, model: str, version: int, role: str) -> N
 
 
 def replace_file(path: str, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new content, never a mix.
-
-    Locally: a sibling temporary file renamed over the target. On an object
-    store a single object write is already atomic.
-    """
-    if is_uri(path):
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(text)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}")
-    try:
-        with open(staging, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(staging, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(staging)
+    """Write `text` to `path` so that readers see the old or the new content, never a mix (`core.storage`)."""
+    storage.replace_text(path, text)
 
 
 def read_models_config(serving_dir: str) -> model_server_config_pb2.ModelServerConfig:

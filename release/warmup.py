@@ -4,7 +4,7 @@ TF Serving reads `<version>/assets.extra/tf_serving_warmup_requests`, a TFRecord
 file of `PredictionLog`s, and runs them before it marks a version AVAILABLE, so
 the first real request does not pay for graph initialisation. The Trainer writes
 the file into the model it exports (and the Pusher copies it with the model);
-`serving.version_manager` replays it the same way TF Serving does.
+the server reads it (`serving/version_files.py`) and replays it the same way TF Serving does.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from core.vocabulary import (
     MODEL_NAME,
     SERVING_SIGNATURE,
 )
+from serving.version_files import WARMUP_PATH
 
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCHES = (1, 32)  # the batch sizes worth compiling for before the first request
 
 
@@ -60,16 +60,3 @@ def write_warmup(model_dir: str) -> str:
         for log in warmup_requests():
             writer.write(log.SerializeToString())
     return path
-
-
-def read_warmup(model_dir: str) -> list[predict_pb2.PredictRequest]:
-    """The Predict requests of a version's warmup file (none if it has no file)."""
-    path = os.path.join(model_dir, WARMUP_PATH)
-    if not tf.io.gfile.exists(path):
-        return []
-    requests = []
-    for record in tf.data.TFRecordDataset(path):
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        if log.HasField("predict_log"):
-            requests.append(log.predict_log.request)
-    return requests

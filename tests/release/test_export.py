@@ -7,7 +7,8 @@ from tensorflow.core.protobuf import fingerprint_pb2
 from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap
 
 from core.vocabulary import CLASSIFY_METHOD
-from serving.export import mark_classify_method, read_saved_model
+from release.export import mark_classify_method
+from serving.version_files import read_saved_model
 
 
 class Scores(tf.Module):

@@ -8,8 +8,7 @@ import pytest
 
 from cli.main import main
 from core.errors import EXIT_BAD_INPUT
-from serving.model_config import read_model_config
-from serving.rollout import (
+from release.rollout import (
     Rollout,
     RolloutError,
     models_config_path,
@@ -19,6 +18,7 @@ from serving.rollout import (
     rollback,
     served_version,
 )
+from serving.model_config import read_model_config
 
 MODEL = "fashion_mnist"
 
@@ -216,7 +216,7 @@ class Killed(BaseException):
 
 def interrupt_before_models_config(monkeypatch) -> None:
     """The next change renames rollout.json into place, then dies before models.config is renamed."""
-    import serving.rollout as module
+    import release.rollout as module
 
     real = module.replace_file
 
