@@ -167,6 +167,7 @@ class Forwarder:
         self.table = table
         self.logger = logger
         self.metrics = metrics
+        self._answered: set[tuple[str, int]] = set()  # versions TF Serving answered with: served ones only
 
     def route(self, spec: model_pb2.ModelSpec, client_id: str | None) -> model_pb2.ModelSpec:
         return self.split.route(spec, self.table.labels(spec.name), client_id)
@@ -200,14 +201,21 @@ class Forwarder:
         return send(original)
 
     def _count(self, api: str, spec: model_pb2.ModelSpec, version: int | None, status: str, started: float):
-        """Per-version metrics: the answering version, else the one the request named (if known)."""
+        """Per-version metrics: the answering version, else the one the request was sent to.
+
+        A refused request counts for a version only when that version is known to
+        be served (labelled in the models.config, or answered before): a client
+        naming random version numbers must not create a series each.
+        """
         labels = self.table.labels(spec.name)
-        if version is None:
+        if version is not None:
+            self._answered.add((spec.name, version))
+        else:
             version = spec.version.value if spec.HasField("version") else labels.get(spec.version_label)
-        if version:
-            label = label_of(labels, version)
-            seconds = time.perf_counter() - started
-            self.metrics.observe_answer(spec.name, version, label, api, status, seconds)
+            if version not in labels.values() and (spec.name, version) not in self._answered:
+                return
+        seconds = time.perf_counter() - started
+        self.metrics.observe_answer(spec.name, version, label_of(labels, version), api, status, seconds)
 
     def _log(self, api: str, request, response) -> None:
         if self.logger is None:

@@ -1,5 +1,6 @@
 """The request-logging proxy before a TF Serving server: transparent; its logs feed the drift report."""
 
+import contextlib
 import shutil
 import time
 from concurrent import futures
@@ -22,6 +23,7 @@ from core.errors import ServingError
 from monitoring.batches import load_batch
 from serving.client import RequestRefusedError, ServingClient
 from serving.log_proxy import build_proxy
+from serving.model_config import ModelConfigError
 from serving.request_log import read_request_logs
 from serving.server import build_server
 from serving.version_manager import VersionManager
@@ -205,6 +207,10 @@ class LabelledUpstream(prediction_service_pb2_grpc.PredictionServiceServicer):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {spec.version_label}"
             )
+        if choice == "version" and spec.version.value not in (1, 2):
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({spec.version.value})"
+            )
         version = {"stable": 1, "canary": 2}.get(spec.version_label) if choice == "version_label" else None
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
@@ -296,3 +302,31 @@ def test_without_a_models_config_the_proxy_forwards_requests_as_sent(tmp_path: P
         proxy.stop(grace=None)
         server.stop(grace=None)
         logger.close()
+
+
+def test_refused_requests_count_for_served_versions_only(tmp_path: Path):
+    upstream = LabelledUpstream()
+    server, proxy, logger, backend, channel = labelled_proxy(tmp_path, upstream, canary_percent=0)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "fashion_mnist"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28), np.uint8)))
+        for version in [*range(1000, 1030), 1]:
+            request.model_spec.version.value = version
+            with contextlib.suppress(grpc.RpcError):
+                stub.Predict(request, timeout=10)
+    finally:
+        channel.close()
+        proxy.stop(grace=None)
+        server.stop(grace=None)
+        logger.close()
+    counts = by_labels(backend.metrics.page(), COUNT, "version", "label", "status")
+    assert counts == {("1", "stable", "OK"): 1}  # no series for the 30 versions TF Serving does not have
+
+
+def test_a_bad_models_config_stops_the_proxy_at_start_naming_it(tmp_path: Path):
+    bad = tmp_path / "models.config"
+    bad.write_text("model_config_list { config { name: ")
+    with pytest.raises(ModelConfigError, match=str(bad)):
+        build_proxy("127.0.0.1:1", str(tmp_path / "logs"), ServingConfig(port=0, model_config_file=str(bad)))
