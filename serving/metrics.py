@@ -22,10 +22,10 @@ version, the version's label (`stable`, `canary`, or empty) and status in
 `fmnist_version_request_count`, and the answered ones timed in
 `fmnist_version_request_latency` (microseconds, TF Serving's buckets, by API):
 from the version's lookup to the answer, so wire and JSON parsing are left
-out, alike for every version. A request that fails before any version is
-chosen (an unknown model or label) counts only in TF Serving's metric. A
-version's series go when it is unloaded, so they do not pile up over months
-of pushes.
+out, alike for every version (the log proxy times its call to TF Serving).
+A request that fails before any version is chosen (an unknown model or
+label) counts only in TF Serving's metric. A version's series go when it is
+unloaded, so they do not pile up over months of pushes.
 
 Bounded labels. TF Serving labels `request_count` with the model name the
 client sent (`RecordModelRequestCount`, servables/tensorflow/util.cc:117-122),
