@@ -49,7 +49,7 @@ import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 from core.vocabulary import MODEL_NAME
 from ingest.prepare import DEBIAN_DIR, OFFICIAL_FILES, parse_split, prepare_dataset, read_split
 from ingest.spans import write_span
-from serving.rollout import read_rollout
+from release.rollout import read_rollout
 
 REPO = Path(__file__).resolve().parent.parent
 FMNIST = str(Path(sys.executable).parent / "fmnist")

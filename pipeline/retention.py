@@ -58,7 +58,7 @@ from pipeline.metadata import (
     store_exists,
 )
 from pipeline.report import REPORTS_DIR
-from serving.rollout import read_rollout
+from release.rollout import read_rollout
 
 REMOVED_PREFIX = ".removed-"  # a version being deleted: TF Serving skips names that are not numbers
 LIVE = metadata_store_pb2.Artifact.LIVE
