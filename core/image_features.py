@@ -14,9 +14,17 @@ All features are floats in [0, 1]:
 - `bbox_top`, `bbox_bottom`, `bbox_left`, `bbox_right`: the box around pixels
   above 10 % intensity;
 - `grid_<r><c>`: mean intensity of a 4 x 4 grid of 7 x 7 blocks.
+
+`FEATURE_MEANINGS` says the same for a person reading a drift report: each
+feature in words, and the axis its values are drawn on in their own units
+(intensity 0-255, share of pixels, pixels from an edge) rather than as
+fractions or bin numbers.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 
@@ -39,6 +47,78 @@ FEATURE_NAMES = (
     "bbox_right",
     *GRID_FEATURES,
 )
+EDGE = IMAGE_HEIGHT - 1  # the last row (and column) index: positions are fractions of it
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMeaning:
+    """A feature in words, and its axis: a value v in [0, 1] is drawn at v * `scale` `unit`."""
+
+    words: str
+    axis: str
+    scale: float
+    unit: str = ""
+    grid_cell: tuple[int, int] | None = None  # (row, column) from the top left, 0-based, of a grid feature
+
+
+INTENSITY = "(0 = black background, 255 = white)"
+INK_PIXEL = math.floor(INK_LEVEL * MAX_PIXEL) + 1  # the dimmest pixel value that counts as ink
+
+
+def _grid_meaning(row: int, col: int) -> FeatureMeaning:
+    block = IMAGE_HEIGHT // GRID  # the cell's side in pixels
+    return FeatureMeaning(
+        f"mean intensity of the cell in row {row + 1}, column {col + 1} of a {GRID}x{GRID} grid",
+        f"mean intensity of the {block}x{block}-pixel cell {INTENSITY}",
+        MAX_PIXEL,
+        grid_cell=(row, col),
+    )
+
+
+FEATURE_MEANINGS: dict[str, FeatureMeaning] = {
+    "mean_intensity": FeatureMeaning("mean intensity of the whole image", f"mean {INTENSITY}", MAX_PIXEL),
+    "contrast": FeatureMeaning(
+        "contrast: how far pixel intensities spread (their standard deviation)",
+        "standard deviation of intensity (0-255 scale)",
+        MAX_PIXEL,
+    ),
+    "ink_fraction": FeatureMeaning(
+        f"share of pixels brighter than half intensity ({INK_PIXEL} or more of {MAX_PIXEL})",
+        "share of the image's pixels",
+        100,
+        "%",
+    ),
+    "sharpness": FeatureMeaning(
+        "sharpness: mean intensity step between neighbouring pixels (blur lowers it, noise raises it)",
+        "mean step between neighbouring pixels (intensity, 0-255 scale)",
+        MAX_PIXEL,
+    ),
+    "center_row": FeatureMeaning(
+        "height of the centre of brightness (intensity-weighted mean row)",
+        f"pixels from the top edge (0-{EDGE})",
+        EDGE,
+    ),
+    "center_col": FeatureMeaning(
+        "left-right position of the centre of brightness (intensity-weighted mean column)",
+        f"pixels from the left edge (0-{EDGE})",
+        EDGE,
+    ),
+    **{
+        f"bbox_{side}": FeatureMeaning(
+            f"{side} side of the box around every pixel above {BOX_LEVEL:.0%} intensity "
+            f"({'its first' if side in ('top', 'left') else 'its last'} {kind} with such a pixel)",
+            f"pixels from the {edge} edge (0-{EDGE})",
+            EDGE,
+        )
+        for side, kind, edge in (
+            ("top", "row", "top"),
+            ("bottom", "row", "top"),
+            ("left", "column", "left"),
+            ("right", "column", "left"),
+        )
+    },
+    **{f"grid_{r}{c}": _grid_meaning(r, c) for r in range(GRID) for c in range(GRID)},
+}
 
 
 def _box_edges(mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
