@@ -2,8 +2,9 @@
 
 Per component: state (COMPLETE, CACHED, FAILED) and wall time; the model's test
 accuracy overall and per class, its confusion matrix, blessed or not and why;
-the serving check; the pushed path and version; the run's wall time and peak
-memory. `fmnist run` prints it and saves it as JSON (with the confusion matrix
+the accuracy estimator the Trainer fitted into the model (what it was fitted
+on and what it learnt); the serving check; the pushed path and version; the
+run's wall time and peak memory. `fmnist run` prints it and saves it as JSON (with the confusion matrix
 as PNG) under `<pipeline_root>/reports/`; `fmnist report` prints the saved one
 again, identically.
 """
@@ -19,12 +20,15 @@ from typing import Any
 
 import numpy as np
 from ml_metadata.proto import metadata_store_pb2
+from tfx.utils import path_utils
 
 from components.drift_gate import describe_drift, split_pair_anomalies
 from components.span_planner import DESCRIPTION_PROPERTY, SPAN_PROPERTY
 from components.training_window import WINDOW_SPANS_PROPERTY
 from core import storage
+from core.accuracy_estimate import estimator_path, load_estimator
 from core.config import PipelineConfig
+from core.errors import InputError
 from core.vocabulary import CLASS_NAMES
 from core.warm_start import read_warm_start
 from pipeline import nodes
@@ -78,6 +82,7 @@ class ModelFacts:
     warm_started_from: str | None = None  # the served model whose weights the Trainer started from
     not_warm_started_because: str | None = None  # the Trainer was offered one, but trained from scratch
     baseline_model: str | None = None  # the served model the Evaluator measured it against
+    accuracy_estimator: dict[str, Any] | None = None  # the fit's summary (`estimator_facts`)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,36 @@ class RunReport:
         return cls(**{**data, "components": components, "model": model})
 
 
+def estimator_facts(model_dir: str) -> dict[str, Any] | None:
+    """What the accuracy estimator exported with the model was fitted on and learnt; None without one.
+
+    An unreadable file is reported as a problem, not raised: the rest of the
+    run report still holds.
+    """
+    path = estimator_path(model_dir)
+    if not storage.exists(path):
+        return None
+    try:
+        fitted = load_estimator(path)
+    except InputError as err:
+        return {"path": path, "problem": str(err)}
+    return {
+        "path": path,
+        "method": fitted.method,
+        "held_out_images": fitted.held_out_examples,
+        "held_out_accuracy": fitted.held_out_accuracy,
+        "score": fitted.score,
+        "threshold": fitted.threshold,
+        "margins": {
+            "low": fitted.margin_low,
+            "high": fitted.margin_high,
+            "class_low": fitted.class_margin_low,
+            "class_high": fitted.class_margin_high,
+        },
+        "fit_shifts": len(fitted.fit_shifts),
+    }
+
+
 def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, node: str) -> None:
     """Add what one output artifact of the run says about the model."""
     props = properties(artifact)
@@ -124,6 +159,8 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
         facts.update(accuracy_by_slice(artifact.uri), evaluation_uri=artifact.uri)
         facts["calibration"] = calibration_buckets(artifact.uri)
         facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
+    elif node == nodes.TRAINER and artifact.type == "Model":
+        facts["accuracy_estimator"] = estimator_facts(path_utils.serving_model_path(artifact.uri))
     elif artifact.type == "ModelRun":
         warm_start = read_warm_start(artifact.uri)
         if warm_start is None:  # the Trainer was offered nothing that serves
@@ -229,6 +266,7 @@ def format_report(report: RunReport) -> str:
                 for k, w in (("precision", 11), ("recall", 8), ("binary_accuracy", 11))
             )
             lines.append(f"  {name:<14}{model.per_class[name]:>9.4f}{cells}")
+    lines.extend(_estimator_lines(model.accuracy_estimator))
     if model.expected_calibration_error is not None:
         lines.append(
             f"calibration: expected calibration error {model.expected_calibration_error:.4f} "
@@ -267,6 +305,23 @@ def format_report(report: RunReport) -> str:
     if report.error:
         lines.append(f"error: {report.error}")
     return "\n".join(lines)
+
+
+def _estimator_lines(facts: dict[str, Any] | None) -> list[str]:
+    """The accuracy estimator's fit in two lines (none when the model has no estimator)."""
+    if facts is None:
+        return []
+    if "problem" in facts:
+        return [f"accuracy estimator: unreadable: {facts['problem']}"]
+    m = facts["margins"]
+    return [
+        f"accuracy estimator ({facts['method']}): fitted on {facts['held_out_images']:,} held-out eval "
+        f"images, {facts['held_out_accuracy']:.4f} right there; threshold {facts['threshold']:.4f} "
+        f"({facts['score'].replace('_', ' ')})",
+        f"  interval margins from {facts['fit_shifts']} synthetic shifts (widening per point of departure): "
+        f"overall {m['low']:.2f} down, {m['high']:.2f} up; per class {m['class_low']:.2f} "
+        f"down, {m['class_high']:.2f} up",
+    ]
 
 
 def report_path(config: PipelineConfig, run_id: str | None) -> str:

@@ -69,3 +69,23 @@ def test_the_fit_sample_is_capped_seeded_and_in_order():
     assert sample.tolist() == fit_sample(5934, 3000, seed=1).tolist()
     assert sample.tolist() != fit_sample(5934, 3000, seed=2).tolist()
 
+
+def test_the_run_report_summarises_the_fit_in_two_lines(exported: dict, tmp_path: Path):
+    from pipeline.report import ModelFacts, RunReport, estimator_facts, format_report
+
+    model_dir = exported["model_dir"]
+    fitted = write_accuracy_estimator(
+        model_dir, (transformed(exported["images"]), exported["labels"]), seed=1, cap=250
+    )
+    facts = estimator_facts(model_dir)
+    assert facts["held_out_images"] == 250 and facts["held_out_accuracy"] == fitted.held_out_accuracy
+    assert facts["margins"]["low"] == fitted.margin_low and facts["threshold"] == fitted.threshold
+    text = format_report(RunReport("r", model=ModelFacts(accuracy_estimator=facts)))
+    lines = [line for line in text.splitlines() if "accuracy estimator" in line or "interval margins" in line]
+    assert len(lines) == 2
+    assert f"fitted on 250 held-out eval images, {fitted.held_out_accuracy:.4f} right there" in lines[0]
+    assert f"overall {fitted.margin_low:.2f} down, {fitted.margin_high:.2f} up" in lines[1]
+    assert estimator_facts(str(tmp_path)) is None  # a model exported before estimators: no lines
+    Path(ae.estimator_path(str(tmp_path))).parent.mkdir(parents=True)
+    Path(ae.estimator_path(str(tmp_path))).write_text("[]")
+    assert "not an accuracy estimator's JSON" in estimator_facts(str(tmp_path))["problem"]
