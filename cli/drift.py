@@ -1,4 +1,8 @@
-"""`fmnist drift`: does a batch of images drift from the served model's training data? (exit code 3: yes)"""
+"""`fmnist drift`: does a batch of images drift from the served model's training data? (exit code 3: yes)
+
+Beside the verdict, the report estimates the model's accuracy on the batch
+without labels, with the estimator the compared version was exported with.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         help="does a batch of images drift from the served model's training data? (exit 3: drift)",
         description="Compare a batch of images with the training data of the served model (found through "
         "ML Metadata lineage), or with --reference data, using TFDV's drift comparators on image "
-        "features and the model's answers. Writes an HTML report and a JSON summary.",
+        "features and the model's answers, and estimate the model's accuracy on the batch without labels "
+        "(the logged answers of request logs, else the model's own; with the estimator the version was "
+        "exported with, or --model-dir's). Writes an HTML report and a JSON summary.",
     )
     drift.add_argument(
         "input",
@@ -35,9 +41,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     )
     drift.add_argument("--reference", help="compare with this data instead (any input format above)")
     drift.add_argument(
-        "--model-dir", help="with --reference only: a SavedModel whose answers add the model-output features"
+        "--model-dir",
+        help="with --reference only: a SavedModel version whose answers add the model-output features and "
+        "whose accuracy estimator estimates the batch's accuracy",
     )
-    drift.add_argument("--no-model", action="store_true", help="image features only; no model predictions")
+    drift.add_argument(
+        "--no-model", action="store_true", help="image features only; no model answers, no accuracy estimate"
+    )
     drift.add_argument(
         "--logged-version",
         help="with request logs: only requests this version answered (a number, or a label such as canary)",
@@ -85,8 +95,9 @@ def drift_command(args: argparse.Namespace) -> int:
 def _drift(args: argparse.Namespace, config: PipelineConfig, drift: DriftConfig, output: str) -> int:
     """The comparison and its report, into the checked `output` directory."""
     from monitoring.batches import load_batch
-    from monitoring.drift import check_drift
+    from monitoring.drift import answered, check_drift
     from monitoring.drift_report import REPORT_FILE, SUMMARY_FILE, write_report
+    from monitoring.estimated_accuracy import estimate_accuracy, find_estimator
     from monitoring.reference import data_reference, served_model_reference
 
     def progress(message: str) -> None:
@@ -99,6 +110,7 @@ def _drift(args: argparse.Namespace, config: PipelineConfig, drift: DriftConfig,
     served_version = None
     if args.reference:
         model_dir = None if args.no_model else args.model_dir
+        estimator = find_estimator(model_dir, _why_no_model(args))
         reference_version = logged_version(config, args.reference_logged_version)
         reference, predict = data_reference(
             args.reference, drift, model_dir, progress, config.model_name, reference_version
@@ -109,9 +121,13 @@ def _drift(args: argparse.Namespace, config: PipelineConfig, drift: DriftConfig,
             config, drift, args.version, not args.no_model, progress
         )
         served_version = chain.version
+        estimator = find_estimator(None if args.no_model else chain.pushed_destination, _why_no_model(args))
+    answers = "the logged answers" if batch.probabilities is not None else "the model's answers"
+    batch = answered(batch, predict)
     progress(f"comparing {len(batch.images)} images with {reference.description} (TFDV)")
     result = check_drift(batch, reference, drift, predict)
-    paths = write_report(result, reference, batch.source, output, served_version)
+    accuracy = estimate_accuracy(estimator, batch.probabilities, answers, batch.answered_by)
+    paths = write_report(result, reference, batch.source, output, accuracy, served_version)
     if result.drifted:
         moved = ", ".join(
             f"{f.feature} ({f.distance:.3f} > {f.threshold:.3f})" for f in result.drifted_features[:6]
@@ -119,5 +135,13 @@ def _drift(args: argparse.Namespace, config: PipelineConfig, drift: DriftConfig,
         print(f"DRIFT: {len(result.drifted_features)} of {len(result.features)} features moved: {moved}")
     else:
         print(f"NO DRIFT: all {len(result.features)} features within their thresholds")
+    print(accuracy.sentence())
     print(f"report: {paths[REPORT_FILE]}\nsummary: {paths[SUMMARY_FILE]}")
     return EXIT_DRIFT if result.drifted else 0
+
+
+def _why_no_model(args: argparse.Namespace) -> str:
+    """Why no accuracy is estimated when no model version is at hand."""
+    if args.no_model:
+        return "--no-model: the model's answers were not used"
+    return "no model version given (--model-dir names the version whose answers and estimator to use)"

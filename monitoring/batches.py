@@ -34,6 +34,7 @@ class Batch:
     source: str
     probabilities: np.ndarray | None = None
     skipped: str = ""  # request-log records left out, by reason
+    answered_by: tuple[int, ...] = ()  # request logs: the versions whose answers were logged
 
 
 def batch_from_logs(files: list[str], source: str, model_name: str, version: int | None) -> Batch:
@@ -45,11 +46,13 @@ def batch_from_logs(files: list[str], source: str, model_name: str, version: int
             f"{source}: no logged requests with images for {which} (skipped: {reading.skipped_text()})"
         )
     answers = [r.probabilities for r in reading.requests]
+    logged = all(a is not None for a in answers)
     return Batch(
         np.concatenate([r.images for r in reading.requests]),
         source,
-        np.concatenate(answers) if all(a is not None for a in answers) else None,
+        np.concatenate(answers) if logged else None,
         reading.skipped_text() if reading.skipped else "",
+        tuple(sorted({r.version for r in reading.requests if r.version is not None})) if logged else (),
     )
 
 

@@ -40,13 +40,21 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from core import storage
 from core.config import DriftConfig
 from core.errors import InputError
-from core.image_features import binned, binned_features, mean_image
+from core.image_features import FEATURE_MEANINGS, FeatureMeaning, binned, binned_features, mean_image
 from core.vocabulary import CLASS_NAMES, IMAGES_INPUT, IMAGES_SIGNATURE, PROBABILITIES_OUTPUT
 from monitoring.batches import Batch
 
 PREDICTED_CLASS = "predicted_class"
 CONFIDENCE = "confidence"
 CACHE_FORMAT = "1"  # bump when features or binning change, so old cached references are not reused
+# Every compared feature in words and its axis in its own units (the model's features beside the image's).
+MEANINGS: dict[str, FeatureMeaning] = {
+    **FEATURE_MEANINGS,
+    CONFIDENCE: FeatureMeaning(
+        "the model's confidence: the probability of the class it answered", "top probability", 100, "%"
+    ),
+    PREDICTED_CLASS: FeatureMeaning("the class the model answered", "predicted class", 1),
+}
 
 
 @dataclasses.dataclass
@@ -76,6 +84,7 @@ class DriftResult:
     batch_statistics: statistics_pb2.DatasetFeatureStatisticsList
     batch_mean_image: np.ndarray
     images: int
+    bins: int  # fixed-width bins on [0, 1] of every numeric feature
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -171,6 +180,16 @@ def compare(
     return sorted(results, key=lambda r: r.distance / r.threshold, reverse=True)
 
 
+def answered(batch: Batch, predict: Callable | None) -> Batch:
+    """The batch with the model's answers: logged ones if it has them, else `predict`'s (if a model is given).
+
+    Asked once, so that the drift comparison and the accuracy estimate read the same answers.
+    """
+    if batch.probabilities is not None or predict is None:
+        return batch
+    return dataclasses.replace(batch, probabilities=predict(batch.images))
+
+
 def check_drift(
     batch: Batch, reference: Reference, config: DriftConfig, predict: Callable | None
 ) -> DriftResult:
@@ -206,6 +225,7 @@ def check_drift(
         batch_statistics=batch_statistics,
         batch_mean_image=mean_image(batch.images),
         images=n,
+        bins=config.bins,
     )
 
 

@@ -15,6 +15,7 @@ from core.vocabulary import MODEL_NAME, NUM_CLASSES
 from monitoring.batches import Batch, load_batch
 from monitoring.drift import PREDICTED_CLASS, build_reference, check_drift
 from monitoring.drift_report import FACETS_FILE, REPORT_FILE, SUMMARY_FILE, write_report
+from monitoring.estimated_accuracy import AccuracyEstimate
 from monitoring.shifts import SHIFTS
 
 DRIFT = DriftConfig()
@@ -76,7 +77,8 @@ def test_too_small_a_batch_is_refused(data: dict):
 def test_the_report_has_verdict_table_pictures_and_the_tfdv_view(data: dict, tmp_path: Path):
     darker, labels = SHIFTS["darker (x0.7)"](data["test"][:500], data["labels"][:500])
     result = check_drift(batch_of(darker, labels, "darker.npy"), data["reference"], DRIFT, None)
-    paths = write_report(result, data["reference"], "darker.npy", str(tmp_path))
+    not_estimated = AccuracyEstimate(None, why_not="no model in this test")
+    paths = write_report(result, data["reference"], "darker.npy", str(tmp_path), not_estimated)
     page = Path(paths[REPORT_FILE]).read_text()
     assert "DRIFT:" in page and "darker.npy" in page and page.count("data:image/png;base64,") >= 3
     assert "Jensen-Shannon divergence" in page and FACETS_FILE in page
