@@ -9,6 +9,7 @@ from core.config import PipelineConfig
 from core.errors import InputError
 from core.paths import output_directory, writable_directory
 from core.vocabulary import MODEL_NAME
+from ingest.labelling import ORDER_CLASS_DOUBT, ORDER_LOGGED, ORDERS
 
 PATH_FIELDS = ("workdir", "data_dir")
 
@@ -95,13 +96,27 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         "added columns), images it lists are not exported again, and only images new in the logs are "
         "appended as new PNGs and rows. A labels.csv without the columns request_id,file,label is "
         "refused (exit 2) and left alone. Log records that cannot be read (cut short, or declaring "
-        "more values than they carry) are skipped and counted.",
+        "more values than they carry) are skipped and counted. New images are appended --order: as logged "
+        "(a fair sample of the traffic), least confident first, or class-doubt (the answers the "
+        "answering version's per-class accuracy estimate doubts most first). A ranked export puts the "
+        "model's likely mistakes on top: a span labelled from the top is harder than the traffic and "
+        "the served model agrees with it less.",
     )
     requests.add_argument("logs", help="request-log directory or file (PredictionLog TFRecords)")
     requests.add_argument("--output", required=True, help="directory for the PNG files and labels.csv")
     requests.add_argument(
         "--model", default=MODEL_NAME, help="the model whose requests to export (default: %(default)s)"
     )
+    requests.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=ORDER_LOGGED,
+        help="order of the new rows: logged (as the logs hold them), least-confident (lowest top "
+        "probability of the logged answer first), class-doubt (each answer's chance of being right by "
+        "the per-class accuracy estimate, scaled to its class's lower 90%% bound, lowest first; reads "
+        "each answering version's estimator under --serving-dir) (default: %(default)s)",
+    )
+    add_config_flags(requests, PipelineConfig, ("workdir", "serving_dir"), "paths")
     requests.set_defaults(handler=requests_command)
 
 
@@ -183,9 +198,19 @@ def add_command(args: argparse.Namespace) -> int:
 
 
 def requests_command(args: argparse.Namespace) -> int:
+    import os
+
     from ingest.labelling import export_for_labelling
 
+    config = build_config(args, PipelineConfig)
+
+    def model_dir_of(version: int) -> str:
+        return os.path.join(config.serving_dir, args.model, str(version))
+
+    ranked_by_estimate = args.order == ORDER_CLASS_DOUBT
     with output_directory(args.output, "--output") as output:  # a refused export leaves no empty directory
-        export = export_for_labelling(args.logs, output, args.model)
+        export = export_for_labelling(
+            args.logs, output, args.model, args.order, model_dir_of if ranked_by_estimate else None
+        )
     print(export.summary())
     return 0

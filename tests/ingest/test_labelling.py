@@ -1,6 +1,7 @@
 """`fmnist data requests`: logged images exported for labelling; re-running never loses a label."""
 
 import csv
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from cli.main import main
+from core import accuracy_estimate as ae
 from core.errors import EXIT_BAD_INPUT
-from core.vocabulary import MODEL_NAME
+from core.vocabulary import CLASS_NAMES, MODEL_NAME, NUM_CLASSES
 from serving.request_log import RequestLogger
 from tests.serving.test_request_log import declaring
 
@@ -166,3 +168,107 @@ def test_labels_saved_while_the_images_are_exported_are_not_overwritten(tmp_path
     assert "changed while the images were exported; nothing was added, run again" in capsys.readouterr().err
     assert (output / "labels.csv").read_bytes() == saved_meanwhile
     assert len(list(output.glob("*.png"))) == 2  # the new PNGs were taken back
+
+
+def log_answered(directory: Path, *batches: tuple[np.ndarray, np.ndarray | None], version: int = 7) -> None:
+    """A Predict record per (images, probabilities) batch answered by `version`; None: answers not logged."""
+    logger = RequestLogger(str(directory), prefix=f"prediction_log-{len(list(directory.glob('*')))}")
+    for images, probabilities in batches:
+        request = predict_pb2.PredictRequest()
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = MODEL_NAME
+        response.model_spec.version.value = version
+        if probabilities is not None:
+            response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(probabilities.astype(np.float32)))
+        logger.log_predict(request, response)
+    logger.close()
+
+
+def distinct(first: int, n: int) -> np.ndarray:
+    """n images, image i filled with the value first + i: each PNG says which image it is."""
+    return np.stack([np.full((28, 28), first + i, np.uint8) for i in range(n)])
+
+
+def answers(top: list[float], classes: list[int]) -> np.ndarray:
+    """Probabilities naming `classes` with top probabilities `top`, the rest spread evenly."""
+    p = np.tile(((1 - np.array(top)) / (NUM_CLASSES - 1))[:, None], (1, NUM_CLASSES))
+    p[np.arange(len(top)), classes] = top
+    return p
+
+
+def exported_values(output: Path) -> list[int]:
+    """The value each row's PNG is filled with, in row order (which logged image each row is)."""
+    from PIL import Image
+
+    return [int(np.asarray(Image.open(output / row["file"]))[0, 0]) for row in rows(output)]
+
+
+def test_least_confident_first_and_a_rerun_appends_its_new_images_ranked_after_the_labelled_rows(
+    tmp_path: Path, capsys
+):
+    logs, output = tmp_path / "logs", tmp_path / "to_label"
+    logs.mkdir()
+    log_answered(logs, (distinct(10, 3), answers([0.9, 0.3, 0.6], [0, 1, 2])), (distinct(20, 1), None))
+    assert main(["data", "requests", str(logs), "--output", str(output), "--order", "least-confident"]) == 0
+    out = capsys.readouterr().out
+    assert "least confident first" in out and "1 new images have no logged answers" in out
+    assert exported_values(output) == [11, 12, 10, 20]  # 0.3, 0.6, 0.9, then the unanswered one
+    assert sorted(row["file"] for row in rows(output)) == [row["file"] for row in rows(output)]
+    labelled = (output / "labels.csv").read_bytes().replace(b".png,\r\n", b".png,Trouser\r\n", 1)
+    (output / "labels.csv").write_bytes(labelled)
+    log_answered(logs, (distinct(30, 2), answers([0.8, 0.2], [3, 4])))
+    assert main(["data", "requests", str(logs), "--output", str(output), "--order", "least-confident"]) == 0
+    assert (output / "labels.csv").read_bytes().startswith(labelled)
+    assert exported_values(output) == [11, 12, 10, 20, 31, 30]
+    assert rows(output)[0]["label"] == "Trouser"
+
+
+@pytest.fixture
+def doubted(tmp_path: Path) -> dict:
+    """Logs of version 7, whose answers pile onto Bag (confident) while the rest are unsure; its estimator.
+
+    The estimator was fitted on calibrated answers of evenly shared classes, and
+    widens its per-class intervals by one point per point of departure or pile-up.
+    """
+    from tests.monitoring.test_drift_report import calibrated_answers
+
+    held_out_labels = np.arange(3000) % NUM_CLASSES
+    fitted = ae.fit(calibrated_answers(held_out_labels, seed=1), held_out_labels)
+    serving = tmp_path / "serving"
+    ae.save_estimator(
+        dataclasses.replace(fitted, class_margin_low=1.0, class_margin_high=1.0),
+        ae.estimator_path(str(serving / MODEL_NAME / "7")),
+    )
+    bag = CLASS_NAMES.index("Bag")
+    others = [k for k in range(NUM_CLASSES) if k != bag]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log_answered(
+        logs,
+        (distinct(0, 90), answers([0.6] * 90, [others[i % len(others)] for i in range(90)])),
+        (distinct(100, 150), answers([0.95] * 150, [bag] * 150)),
+    )
+    return {"logs": logs, "serving": serving}
+
+
+@pytest.mark.parametrize(
+    ("order", "first"), [("class-doubt", range(100, 250)), ("least-confident", range(90))]
+)
+def test_class_doubt_brings_forward_confident_answers_piling_onto_one_class(
+    doubted: dict, tmp_path: Path, order: str, first: range
+):
+    output = tmp_path / order
+    argv = ["data", "requests", str(doubted["logs"]), "--output", str(output), "--order", order]
+    assert main([*argv, "--serving-dir", str(doubted["serving"])]) == 0
+    values = exported_values(output)
+    assert sorted(values[: len(first)]) == list(first) and len(values) == 240
+
+
+def test_class_doubt_without_the_versions_estimator_exits_2_naming_it(doubted: dict, tmp_path: Path, capsys):
+    output = tmp_path / "new" / "to_label"
+    argv = ["data", "requests", str(doubted["logs"]), "--output", str(output), "--order", "class-doubt"]
+    assert main([*argv, "--serving-dir", str(tmp_path / "elsewhere")]) == EXIT_BAD_INPUT
+    missing = ae.estimator_path(str(tmp_path / "elsewhere" / MODEL_NAME / "7"))
+    assert f"{missing}: no accuracy estimator" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nothing written, not even the directory
