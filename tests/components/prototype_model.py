@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import vocabulary as vocab
-from serving.warmup import write_warmup
+from release.warmup import write_warmup
 
 SHARPNESS = 0.05  # softmax temperature on squared distances of pixels in [0, 1]: some sure, some unsure
 
