@@ -244,16 +244,30 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The TFMA gate: only a model that passes it is blessed and pushed."""
+    """The Evaluator's gates: only a model that passes them is blessed and pushed.
+
+    The floor is TFMA's point estimate; the drops are judged on the paired
+    change against the served model and its 90 % interval
+    (`components/gold_comparison.py`).
+    """
 
     accuracy_floor: float = setting(
-        0.90, "lowest overall test accuracy a model may have to be pushed", minimum=0.0, maximum=1.0
+        0.90,
+        "lowest overall gold accuracy (point estimate) a model may have to be pushed",
+        minimum=0.0,
+        maximum=1.0,
     )
     max_accuracy_drop: float = setting(
-        0.005, "largest drop of overall accuracy allowed below the model serving now", maximum=1.0
+        0.005,
+        "largest drop of overall accuracy allowed below the model serving now, on the same gold images; "
+        "refused only when the drop is larger with 95 % confidence",
+        maximum=1.0,
     )
     max_class_drop: float = setting(
-        0.05, "largest drop of any one class's accuracy allowed below the model serving now", maximum=1.0
+        0.05,
+        "largest drop of any one class's accuracy allowed below the model serving now, on the same gold "
+        "images; refused only when the drop is larger with 95 % confidence",
+        maximum=1.0,
     )
 
     def __post_init__(self) -> None:

@@ -1,16 +1,20 @@
-"""Evaluation: the TFMA configuration the Evaluator gates with, and readers of what TFMA wrote.
+"""Evaluation: the TFMA configuration the Evaluator gates with, and readers of what the Evaluator wrote.
 
 The wiring (`pipeline/definition.py`) takes the `EvalConfig` from here; the
 run report, lineage and the benchmarks read metrics, plots and validation
 results through the readers here, so metric names and TFMA's result layout
-are known in one place. The custom TFMA metrics themselves (per-class
+are known in one place; likewise the executor's own file beside TFMA's, both
+models on the gold set with intervals and the paired change gates' verdicts
+(`components/gold_comparison.py`). The custom TFMA metrics themselves (per-class
 settings, top-label calibration) are module code in
 `components/evaluation_metrics.py`, which TFMA loads by name.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -38,13 +42,18 @@ def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
     and one-vs-rest accuracy (TFMA's binarized metrics), and the calibration of
     the top label (`components/evaluation_metrics.py`).
 
-    Overall accuracy: at least the floor, and at most `max_accuracy_drop` below
-    the served model. Per class (a slice per label): at most `max_class_drop`
-    below the served model, so a collapse of one class cannot hide inside an
-    unchanged overall figure. The floor stays on the overall slice only: a
-    threshold in a MetricsSpec applies to every slice it names, and the weakest
-    class (Shirt) sits far below an overall-sized floor. Change thresholds are
-    skipped while there is no served model yet (the first push).
+    Overall accuracy: at least the floor (TFMA, on the point estimate), and at
+    most `max_accuracy_drop` below the served model. Per class (a slice per
+    label): at most `max_class_drop` below the served model, so a collapse of
+    one class cannot hide inside an unchanged overall figure. The floor stays
+    on the overall slice only: a threshold in a MetricsSpec applies to every
+    slice it names, and the weakest class (Shirt) sits far below an
+    overall-sized floor. The two change thresholds are stated here but judged
+    by the Evaluator's executor (`components/evaluator.py`), which takes them
+    out of TFMA's config: TFMA would compare point estimates, the executor
+    refuses only a drop beyond the allowance with 95 % confidence, on the
+    paired change and its interval (`components/gold_comparison.py`). Change
+    thresholds are skipped while there is no served model yet (the first push).
     """
     overall, per_class = tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[LABEL_KEY])
 
