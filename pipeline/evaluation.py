@@ -26,6 +26,8 @@ from components.evaluation_metrics import (
     PER_CLASS_METRICS,
     TOP_LABEL_CALIBRATION,
 )
+from components.gold_comparison import GOLD_COMPARISON_FILE, GoldComparison
+from core import storage
 from core.config import EvaluationConfig
 from core.vocabulary import CLASS_NAMES, LABEL_KEY, NUM_CLASSES, SERVING_SIGNATURE
 
@@ -197,6 +199,21 @@ def threshold_text(threshold: tfma.MetricThreshold) -> str:
     if bounds.HasField("upper_bound"):
         parts.append(f"<= {bounds.upper_bound.value:g}")
     return "must be " + " and ".join(parts)
+
+
+def gold_comparison(evaluation_uri: str) -> GoldComparison | None:
+    """Both models on the gold set with intervals, and the change gates' verdicts, as the Evaluator wrote
+    them (None for an evaluation made before they existed)."""
+    path = os.path.join(evaluation_uri, GOLD_COMPARISON_FILE)
+    if not storage.exists(path):
+        return None
+    return GoldComparison.from_dict(json.loads(storage.read_text(path)))
+
+
+def blessing_failures(evaluation_uri: str) -> list[str]:
+    """Why the Evaluator refused to bless: TFMA's failed thresholds (the floor), then the refused changes."""
+    comparison = gold_comparison(evaluation_uri)
+    return validation_failures(evaluation_uri) + (comparison.refusals() if comparison else [])
 
 
 def validation_failures(evaluation_uri: str) -> list[str]:

@@ -23,6 +23,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.utils import path_utils
 
 from components.drift_gate import describe_drift, split_pair_anomalies
+from components.gold_comparison import GoldComparison, SliceFigures
 from components.span_planner import DESCRIPTION_PROPERTY, SPAN_PROPERTY
 from components.training_window import WINDOW_SPANS_PROPERTY
 from core import storage
@@ -34,10 +35,11 @@ from core.warm_start import read_warm_start
 from pipeline import nodes
 from pipeline.evaluation import (
     accuracy_by_slice,
+    blessing_failures,
     calibration_buckets,
     confusion_matrix,
+    gold_comparison,
     most_confused_pairs,
-    validation_failures,
 )
 from pipeline.metadata import Metadata, properties, served_model_text, store_exists
 from pipeline.plots import save_confusion_matrix, save_reliability_diagram
@@ -71,6 +73,8 @@ class ModelFacts:
     calibration: list[list[float]] = field(default_factory=list)
     confusion_matrix: list[list[int]] = field(default_factory=list)
     most_confused: list[dict[str, Any]] = field(default_factory=list)
+    # both models on the gold set with intervals, the paired change and its gate (GoldComparison as JSON)
+    gold_comparison: dict[str, Any] | None = None
     evaluation_uri: str | None = None
     blessed: bool | None = None
     not_blessed_because: list[str] = field(default_factory=list)
@@ -158,6 +162,8 @@ def _model_facts(facts: dict[str, Any], artifact: metadata_store_pb2.Artifact, n
         matrix = confusion_matrix(artifact.uri)
         facts.update(accuracy_by_slice(artifact.uri), evaluation_uri=artifact.uri)
         facts["calibration"] = calibration_buckets(artifact.uri)
+        comparison = gold_comparison(artifact.uri)
+        facts["gold_comparison"] = dataclasses.asdict(comparison) if comparison else None
         facts.update(confusion_matrix=matrix.tolist(), most_confused=most_confused_pairs(matrix))
     elif node == nodes.TRAINER and artifact.type == "Model":
         facts["accuracy_estimator"] = estimator_facts(path_utils.serving_model_path(artifact.uri))
@@ -207,7 +213,7 @@ def collect_run_report(config: PipelineConfig) -> RunReport:
         facts.pop("warm_started_from", None)  # offered the served model, but trained from scratch
     facts.pop("trained_from_scratch", None)
     if facts.get("blessed") is False and facts.get("evaluation_uri"):
-        facts["not_blessed_because"] = validation_failures(facts["evaluation_uri"])
+        facts["not_blessed_because"] = blessing_failures(facts["evaluation_uri"])
     drift, span, plan = facts.pop("drift", []), facts.pop("span", None), facts.pop("span_plan", None)
     window = facts.pop("training_window", [])
     rollout = read_rollout(config.serving_dir, config.model_name)
@@ -266,6 +272,8 @@ def format_report(report: RunReport) -> str:
                 for k, w in (("precision", 11), ("recall", 8), ("binary_accuracy", 11))
             )
             lines.append(f"  {name:<14}{model.per_class[name]:>9.4f}{cells}")
+    if model.gold_comparison:
+        lines.extend(gold_interval_lines(GoldComparison.from_dict(model.gold_comparison)))
     lines.extend(_estimator_lines(model.accuracy_estimator))
     if model.expected_calibration_error is not None:
         lines.append(
@@ -322,6 +330,34 @@ def _estimator_lines(facts: dict[str, Any] | None) -> list[str]:
         f"overall {m['low']:.2f} down, {m['high']:.2f} up; per class {m['class_low']:.2f} "
         f"down, {m['class_high']:.2f} up",
     ]
+def gold_interval_lines(comparison: GoldComparison) -> list[str]:
+    """Each model's gold accuracy with its interval, overall and per class; the paired change and its gate."""
+    level, overall = f"{comparison.level:.0%}", comparison.overall
+    if overall.served is None:
+        return [
+            f"gold accuracy with {level} intervals (Wilson); nothing served yet, no change to judge",
+            f"  {'class':<14}candidate",
+            *(f"  {name:<14}{figures.candidate.text()}" for name, figures in _slices(comparison)),
+        ]
+    class_drop = next((f.max_drop for f in comparison.per_class.values()), None)
+    lines = [
+        f"gold accuracy with {level} intervals (Wilson); change: candidate minus served model, paired on "
+        "the same images (Newcombe);",
+        f"  a change is refused when its whole interval lies below -max drop (overall {overall.max_drop}, "
+        f"per class {class_drop})",
+        f"  {'class':<14}{'candidate':<25}{'served model':<25}{'change':<28}gate",
+    ]
+    for name, figures in _slices(comparison):
+        verdict = "REFUSED" if figures.refused else "passes"
+        lines.append(
+            f"  {name:<14}{figures.candidate.text():<25}{figures.served.text():<25}"
+            f"{figures.change.text('+'):<28}{verdict}"
+        )
+    return lines
+
+
+def _slices(comparison: GoldComparison) -> list[tuple[str, SliceFigures]]:
+    return [("overall", comparison.overall), *comparison.per_class.items()]
 
 
 def report_path(config: PipelineConfig, run_id: str | None) -> str:

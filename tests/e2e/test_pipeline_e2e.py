@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.gold_comparison import GoldComparison
 from core.vocabulary import CLASS_NAMES, IMAGE_KEY, LABEL_KEY, PIXELS
 from pipeline import nodes
 from pipeline.local_runner import PipelineFailedError, run
 from pipeline.metadata import Metadata, properties, window_spans
-from pipeline.report import RunReport, save_report
+from pipeline.report import RunReport, format_report, save_report
 from release.rollout import models_config_path, read_rollout
 from tests.conftest import LOOP_SOURCE, SLICE_SIZE, tiny_config
 
@@ -117,7 +118,7 @@ def test_per_class_precision_recall_and_calibration_agree_with_the_confusion_mat
 
 
 def test_saved_report_has_the_confusion_matrix_picture_and_reads_back_identically(pipeline_runs: dict):
-    from pipeline.report import format_report, latest_report
+    from pipeline.report import latest_report
 
     config = pipeline_runs["config"]
     saved, path = save_report(pipeline_runs["third"], config)  # the newest run's
@@ -189,14 +190,33 @@ def test_a_candidate_below_the_floor_is_neither_blessed_nor_pushed(pipeline_runs
     assert any(
         r.startswith("sparse_categorical_accuracy = ") and r.endswith("must be >= 0.99") for r in reasons
     )
-    assert any(  # compared with the served (stable) version
-        r.startswith("sparse_categorical_accuracy change = ")
-        and r.endswith("absolute change vs baseline must be >= 1")
+    assert any(  # compared with the served (stable) version, paired on the same gold images
+        r.startswith("paired accuracy change = ") and "wholly below +1 (-max_accuracy_drop)" in r
         for r in reasons
     ), reasons
-    per_class = [r for r in reasons if r.startswith("sparse_categorical_accuracy change [class ")]
+    per_class = [r for r in reasons if r.startswith("paired accuracy change [class ")]
     assert {r.split("[class ")[1].split("]")[0] for r in per_class} == set(CLASS_NAMES), reasons
     assert pipeline_runs["served_after_fourth"] == pipeline_runs["served_after_second"]  # byte for byte
+
+
+def test_the_report_gives_both_models_gold_accuracy_with_intervals_and_the_paired_change(pipeline_runs: dict):
+    """The Evaluator's own pass over the gold set agrees with TFMA's: the candidate's figures with TFMA's in
+    the same run, the served model's (A) with TFMA's of A when A was the candidate."""
+    first, second = pipeline_runs["first"].model, pipeline_runs["second"].model
+    alone = GoldComparison.from_dict(first.gold_comparison)  # nothing served yet
+    assert alone.overall.served is None and alone.overall.change is None
+    assert alone.overall.candidate.value == pytest.approx(first.accuracy, abs=1e-6)
+    paired = GoldComparison.from_dict(second.gold_comparison)
+    assert paired.overall.examples == SLICE_SIZE
+    assert paired.overall.candidate.value == pytest.approx(second.accuracy, abs=1e-6)
+    assert paired.overall.served.value == pytest.approx(first.accuracy, abs=1e-6)
+    for name, figures in paired.per_class.items():
+        assert figures.candidate.value == pytest.approx(second.per_class[name], abs=1e-6), name
+        assert figures.served.value == pytest.approx(first.per_class[name], abs=1e-6), name
+        assert figures.change.value == pytest.approx(second.per_class[name] - first.per_class[name], abs=1e-6)
+        assert figures.change.low <= figures.change.value <= figures.change.high
+    text = format_report(pipeline_runs["second"])
+    assert "change: candidate minus served model, paired on the same images" in text
 
 
 def write_examples(path: Path, examples: list[tf.train.Example]) -> None:

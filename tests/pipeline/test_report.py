@@ -1,9 +1,11 @@
 """Pure parts of the run report: confused pairs and the text rendering."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from components.gold_comparison import GoldComparison, compare_on_gold
 from core.vocabulary import CLASS_NAMES
 from pipeline.report import ComponentRun, ModelFacts, RunReport, format_report
 
@@ -55,3 +57,45 @@ def test_a_saved_report_reads_back_identically(tmp_path):
     import json
 
     assert format_report(RunReport.from_json(json.loads(Path(path).read_text()))) == format_report(saved)
+
+
+def comparison_facts(served: bool) -> dict:
+    """A gold comparison as the Evaluator writes it: Shirt clearly lost, Coat within chance."""
+    labels = np.repeat(np.arange(len(CLASS_NAMES)), 30)
+    candidate = labels.copy()
+    candidate[np.flatnonzero(labels == CLASS_NAMES.index("Shirt"))[:12]] = 0
+    candidate[np.flatnonzero(labels == CLASS_NAMES.index("Coat"))[:2]] = 0
+    comparison = compare_on_gold(labels, candidate, labels if served else None, 0.005, 0.05)
+    return dataclasses.asdict(comparison)
+
+
+def test_the_report_gives_both_models_intervals_and_the_paired_change_with_its_gate():
+    facts = comparison_facts(served=True)
+    text = format_report(RunReport(run_id="r1", model=ModelFacts(accuracy=0.9533, gold_comparison=facts)))
+    assert "gold accuracy with 90% intervals (Wilson); change: candidate minus served model, paired" in text
+    assert "refused when its whole interval lies below -max drop (overall 0.005, per class 0.05)" in text
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ") and "[" in line}
+    shirt = GoldComparison.from_dict(facts).per_class["Shirt"]
+    assert rows["Shirt"].split()[1:] == [
+        *shirt.candidate.text().split(),
+        *shirt.served.text().split(),
+        *shirt.change.text("+").split(),
+        "REFUSED",
+    ]
+    assert rows["Coat"].endswith("passes") and rows["overall"].endswith("REFUSED")  # -14/300 overall
+
+
+def test_without_a_served_model_the_report_gives_the_candidates_intervals_alone():
+    text = format_report(RunReport(run_id="r1", model=ModelFacts(gold_comparison=comparison_facts(False))))
+    assert "nothing served yet, no change to judge" in text and "REFUSED" not in text and "passes" not in text
+
+
+def test_a_report_with_a_gold_comparison_reads_back_identically(tmp_path):
+    import json
+
+    from core.config import PipelineConfig
+    from pipeline.report import save_report
+
+    report = RunReport(run_id="r2", model=ModelFacts(accuracy=0.95, gold_comparison=comparison_facts(True)))
+    saved, path = save_report(report, PipelineConfig(workdir=str(tmp_path)))
+    assert RunReport.from_json(json.loads(Path(path).read_text())) == saved
