@@ -199,10 +199,11 @@ class SpansConfig:
     drift_jsd_threshold: float = setting(
         0.05, "largest Jensen-Shannon divergence of an image feature between spans", above=0.0, maximum=1.0
     )
-    min_label_agreement: float = setting(
+    min_relative_label_agreement: float = setting(
         0.7,
-        "lowest accuracy the served model may have on a new span's own labels; below it the labels "
-        "look wrong (shuffled, shifted) and the run stops",
+        "share of the served model's agreement beyond chance on the gold set that a new span's labels "
+        "must keep; clearly below it (95 % confidence) the labels look wrong (shuffled, shifted) and "
+        "the run stops",
         minimum=0.0,
         maximum=1.0,
     )

@@ -16,12 +16,14 @@ and TFX 1.16's Kubeflow V2 compiler turns only `LatestArtifactStrategy` and
    StatisticsGen, ExampleValidator against the curated schema -> AnomalyGate;
    SpanImageStatistics and DriftBaselines (the previous span, the window
    before) -> DistributionValidator x2 -> DriftGate; ServedModel (what the
-   `stable` label serves) -> LabelGate;
+   `stable` label serves) -> LabelGate (the span's labels against the served
+   model's own agreement with the gold set's);
 2. training: TrainingWindow (the span joins; the newest usable spans) ->
    TrainingWindowImageStatistics (the drift reference), Transform, [Tuner],
    Trainer (warm-started from the served model);
 3. gate and release: Evaluator (TFMA on the gold set, against the served
-   model: floor, overall drop, per-class drop) and ServingCheck (the
+   model: the floor; the overall and per-class drops paired, with their
+   intervals, `components/evaluator.py`) and ServingCheck (the
    candidate answers gRPC requests) -> Pusher (a complete version, published
    as `canary`) -> ModelVerdict (the outcome, into the span ledger).
 """
@@ -186,8 +188,9 @@ def data_gates(config: PipelineConfig) -> DataStage:
         fingerprinted(
             LabelGate(
                 examples=span,
+                gold_examples=gold,
                 model=served.outputs["model"],
-                min_label_agreement=config.spans.min_label_agreement,
+                min_relative_label_agreement=config.spans.min_relative_label_agreement,
                 ledger=config.span_ledger,
             ).with_id(nodes.LABEL_GATE)
         ),

@@ -77,7 +77,9 @@ def tiny_config(workdir: Path, data_dir: Path, accuracy_floor: float = 0.0, **tr
             **training,
         ),  # fmt: skip
         evaluation=EvaluationConfig(accuracy_floor=accuracy_floor, max_accuracy_drop=1.0, max_class_drop=1.0),
-        spans=SpansConfig(drift_jsd_threshold=0.3, label_linf_threshold=0.3, min_label_agreement=0.0),
+        spans=SpansConfig(
+            drift_jsd_threshold=0.3, label_linf_threshold=0.3, min_relative_label_agreement=0.0
+        ),
     )
 
 
@@ -105,12 +107,13 @@ def official_training_images(official_dir: Path, count: int) -> tuple[np.ndarray
 
 
 def loop_config(workdir: Path, **changes) -> PipelineConfig:
-    """The tiny configuration, with a first model good enough that shuffled labels show (60 steps)."""
+    """The tiny configuration, with a first model good enough that shuffled labels show (60 steps), and the
+    label gate at its default."""
     base = tiny_config(workdir, workdir / "data")
     return replace(
         base,
         training={"max_steps_per_epoch": 60},
-        spans={"min_label_agreement": 0.3},
+        spans={"min_relative_label_agreement": SpansConfig().min_relative_label_agreement},
         **changes,
     )
 

@@ -55,11 +55,11 @@ def test_run_takes_the_spans_and_data_gate_settings_as_flags(tmp_path):
 
     argv = ["run", "--workdir", str(tmp_path), "--window-spans", "4", "--window-images", "20000",
             "--on-drift", "warn", "--drift-jsd-threshold", "0.2", "--label-linf-threshold", "0.1",
-            "--min-label-agreement", "0.5", "--epochs", "3"]  # fmt: skip
+            "--min-relative-label-agreement", "0.5", "--epochs", "3"]  # fmt: skip
     config = pipeline_config(build_parser().parse_args(argv))
     assert dataclasses.asdict(config.spans) == {
         "window_spans": 4, "window_images": 20000, "on_drift": "warn", "drift_jsd_threshold": 0.2,
-        "min_label_agreement": 0.5, "label_linf_threshold": 0.1,
+        "min_relative_label_agreement": 0.5, "label_linf_threshold": 0.1,
     }  # fmt: skip
     assert config.training.epochs == 3
 
