@@ -10,33 +10,45 @@ allowed). The served model can see it: on labelled data it never trained on,
 it agrees with right labels about as often as its accuracy, with shuffled
 labels only by chance.
 
-How often is "about as often" depends on the model: a weak one (a first
+How high that is depends on the model: a weak one (a first
 model pushed with the floor at 0, gold accuracy near 0.3) agrees little with
 right labels too, and an absolute bar (70 % agreement, as this gate had)
 refused every correct span after it, so the loop could never recover. So the
 bar is the served model's own measure: this gate answers the gold set as well
-(labelled, never trained on) and compares the two agreements beyond chance.
-Chance agreement of answers and labels whose class shares are q_k and l_k is
-sum_k q_k l_k: what shuffled labels get in expectation, whatever the model.
+(labelled, never trained on) and asks how far the span's agreement gets from
+what chance gives towards what right labels give:
 
-    kept = (span agreement - span chance) / (gold accuracy - gold chance)
+    kept = (agreement - chance) / (right - chance)
 
-is about 1 for right labels, however weak the model; about 0 for shuffled
-labels; below 0 for labels shifted by a class; about 1 - w when a share w of
-the labels is scrambled. The run stops when the upper end of kept's 90 %
-interval is below `min_relative_label_agreement` (0.7): with 95 % confidence
-the span's labels keep less than that share of what the served model gets
-right beyond chance. The interval is Fieller's for a ratio (the set of r for
-which span - r * gold is within chance), each agreement a binomial proportion
-(variance a(1 - a)/n), the chance terms taken as known. With a served model of
-0.93 on the gold set and 10 balanced classes, 0.7 means an agreement near
-0.68, about the absolute bar of before; with a model of 0.31, near 0.25.
+- agreement: the served model's answers equal to the span's labels;
+- chance: sum over classes of (share of its answers) * (share of the labels),
+  what shuffled labels get in expectation, whatever the model;
+- right: what right labels would give, the model's accuracy within each class
+  on the gold set weighted by the span's class mix, sum_k l_k acc_k (a model
+  right on few classes agrees little with a span of other classes, rightly
+  labelled or not).
 
-A served model not clearly better than chance on the gold set (its own
-agreement beyond chance within its interval of 0: Fieller's interval is then
-unbounded) cannot tell right labels from wrong ones: the gate passes and says
-so. Shuffled labels then get through to the Evaluator, whose floor still
-stands; any model clearly above chance refuses them, since kept is about 0.
+kept is about 1 for right labels however weak the model; about 0 for
+shuffled labels; below 0 for labels shifted by a class; about 1 - w when a
+share w of the labels is scrambled. The run stops when the upper end of
+kept's 90 % interval is below `min_relative_label_agreement` (0.7): with 95 %
+confidence the labels keep less than that share of the way. The interval is
+Fieller's for a ratio (the set of r for which agreement - chance -
+r (right - chance) is within chance), the span's agreement a binomial
+proportion, right a sum of the gold set's per-class binomial proportions,
+chance taken as known. With a served model of 0.93 on a balanced gold set and
+a balanced span, 0.7 means an agreement near 0.68, about the absolute bar of
+before; with a model of 0.31, near 0.25.
+
+A served model whose right labels are not clearly above chance (right -
+chance within its interval of 0: Fieller's interval is then unbounded) cannot
+tell right labels from wrong ones: the gate passes and says so. Shuffled
+labels then get through to the Evaluator, whose floor still stands; any
+model clearly above chance refuses them, since kept is about 0. What the gate
+cannot tell from wrong labels: a span of images harder than the gold set
+for the model (chosen for its low confidence, say, or drifted with the drift
+gate set to warn) agrees less with right labels than the gold set predicts
+and keeps less than 1.
 
 A refusal names both agreements, kept and its interval, the threshold and the
 classes whose labels disagree most, stops the run before Transform, and the
@@ -74,45 +86,60 @@ class LabelDisagreementError(PipelineError):
 
 @dataclass(frozen=True)
 class Agreement:
-    """How often a model's answers equal the labels of a set of examples, and how often chance would."""
+    """How often a model's answers equal the labels of a set of examples, per labelled class, and how often
+    chance would make them equal."""
 
-    examples: int
-    right: int  # answers equal to their label
+    labelled: np.ndarray  # examples per labelled class
+    right: np.ndarray  # of which the model answered the label
     chance: float  # sum over classes of (share of answers) * (share of labels)
-    per_class: np.ndarray  # agreement within each labelled class (0 where the class has no example)
 
     @classmethod
     def of(cls, labels: np.ndarray, answers: np.ndarray) -> "Agreement":
-        n = len(labels)
         labelled = np.bincount(labels, minlength=NUM_CLASSES)
-        right = np.bincount(labels, weights=answers == labels, minlength=NUM_CLASSES)
-        chance = float(labelled @ np.bincount(answers, minlength=NUM_CLASSES)) / (n * n)
-        return cls(n, round(right.sum()), chance, right / np.maximum(labelled, 1))
+        right = np.bincount(labels[answers == labels], minlength=NUM_CLASSES)
+        chance = float(labelled @ np.bincount(answers, minlength=NUM_CLASSES)) / len(labels) ** 2
+        return cls(labelled, right, chance)
+
+    @property
+    def examples(self) -> int:
+        return int(self.labelled.sum())
 
     @property
     def agreement(self) -> float:
-        return self.right / self.examples
+        return float(self.right.sum()) / self.examples
 
     @property
-    def beyond_chance(self) -> float:
-        return self.agreement - self.chance
+    def per_class(self) -> np.ndarray:
+        """Agreement within each labelled class (0 where the class has no example)."""
+        return self.right / np.maximum(self.labelled, 1)
 
     @property
     def variance(self) -> float:
         return self.agreement * (1 - self.agreement) / self.examples
 
 
+def right_label_agreement(span: Agreement, gold: Agreement) -> tuple[float, float]:
+    """The agreement right labels would give on the span, and its variance: the served model's accuracy
+    within each class of the gold set, weighted by the span's own class mix (a class the gold set lacks
+    takes its overall accuracy)."""
+    shares = span.labelled / span.examples
+    present = gold.labelled > 0
+    accuracy = np.where(present, gold.per_class, gold.agreement)
+    counts = np.where(present, gold.labelled, gold.examples)
+    return float(shares @ accuracy), float(np.sum(shares**2 * accuracy * (1 - accuracy) / counts))
+
+
 def kept_share(span: Agreement, gold: Agreement, z: float = Z) -> Interval | None:
-    """span's agreement beyond chance as a share of gold's, with Fieller's interval; None when gold's is
-    not clearly above 0 (the served model cannot tell right labels from wrong ones)."""
-    denominator = gold.beyond_chance**2 - z * z * gold.variance
-    if gold.beyond_chance <= 0 or denominator <= 0:
+    """How far the span's agreement gets from chance towards what right labels give, with Fieller's interval;
+    None when right labels are not clearly above chance (the served model cannot tell them from wrong)."""
+    expected, expected_variance = right_label_agreement(span, gold)
+    above, reach = span.agreement - span.chance, expected - span.chance
+    denominator = reach**2 - z * z * expected_variance
+    if reach <= 0 or denominator <= 0:
         return None
-    cross = span.beyond_chance * gold.beyond_chance
-    numerator = span.beyond_chance**2 - z * z * span.variance
-    root = math.sqrt(max(0.0, cross * cross - denominator * numerator))
-    value = span.beyond_chance / gold.beyond_chance
-    return Interval(value, (cross - root) / denominator, (cross + root) / denominator)
+    cross = above * reach
+    root = math.sqrt(max(0.0, cross * cross - denominator * (above**2 - z * z * span.variance)))
+    return Interval(above / reach, (cross - root) / denominator, (cross + root) / denominator)
 
 
 def labels_refused(kept: Interval | None, threshold: float) -> bool:
@@ -121,17 +148,19 @@ def labels_refused(kept: Interval | None, threshold: float) -> bool:
 
 
 def describe_agreement(span: Agreement, gold: Agreement, kept: Interval | None) -> str:
-    """Both agreements and what the span's labels keep, in words."""
-    accuracy = wilson(gold.right, gold.examples)
+    """The span's agreement, what chance and what right labels would give, and what the labels keep."""
+    expected, _ = right_label_agreement(span, gold)
+    accuracy = wilson(int(gold.right.sum()), gold.examples)
     text = (
-        f"the served model agrees with {span.agreement:.1%} of the new span's {span.examples} labels "
-        f"(chance alone: {span.chance:.1%}) and with {gold.agreement:.1%} of the gold set's {gold.examples} "
-        f"({LEVEL:.0%} interval {accuracy.low:.1%}-{accuracy.high:.1%}; chance {gold.chance:.1%})"
+        f"the served model agrees with {span.agreement:.1%} of the new span's {span.examples} labels; "
+        f"chance alone gives {span.chance:.1%}, right labels about {expected:.1%} (its accuracy on the gold "
+        f"set, {gold.agreement:.1%} of {gold.examples}, {LEVEL:.0%} interval {accuracy.low:.1%}-"
+        f"{accuracy.high:.1%}, class by class in the span's class mix)"
     )
     if kept is None:
-        return text + ": not clearly better than chance on the gold set, it cannot check labels"
+        return text + ": not clearly better than chance, it cannot check labels"
     return (
-        f"{text}: the span's labels keep {kept.value:.0%} of what it gets right beyond chance "
+        f"{text}: the labels keep {kept.value:.0%} of the way from chance to right labels "
         f"({LEVEL:.0%} interval {kept.low:.0%} to {kept.high:.0%})"
     )
 
