@@ -187,8 +187,7 @@ class GoldComparison:
         return (
             f"paired accuracy change{where} = {change.value:+.4f}, {self.level:.0%} interval "
             f"[{change.low:+.4f}, {change.high:+.4f}] on {figures.examples} gold images, wholly below "
-            f"{-figures.max_drop:+g} (-{setting}): the served model is better by more than that with "
-            f"{ONE_SIDED:.0%} confidence"
+            f"{-figures.max_drop:+g} (-{setting}): below the allowed change with {ONE_SIDED:.0%} confidence"
         )
 
     def to_json(self) -> str:

@@ -343,8 +343,8 @@ def gold_interval_lines(comparison: GoldComparison) -> list[str]:
     lines = [
         f"gold accuracy with {level} intervals (Wilson); change: candidate minus served model, paired on "
         "the same images (Newcombe);",
-        f"  a change is refused when its whole interval lies below -max drop (overall {overall.max_drop}, "
-        f"per class {class_drop})",
+        f"  a change is refused when its whole interval lies below -max drop (overall "
+        f"{_allowance(overall.max_drop)}, per class {_allowance(class_drop)})",
         f"  {'class':<14}{'candidate':<25}{'served model':<25}{'change':<28}gate",
     ]
     for name, figures in _slices(comparison):
@@ -354,6 +354,10 @@ def gold_interval_lines(comparison: GoldComparison) -> list[str]:
             f"{figures.change.text('+'):<28}{verdict}"
         )
     return lines
+
+
+def _allowance(max_drop: float | None) -> str:
+    return "not gated" if max_drop is None else f"{max_drop:g}"
 
 
 def _slices(comparison: GoldComparison) -> list[tuple[str, SliceFigures]]:
