@@ -57,7 +57,7 @@ FMNIST = str(Path(sys.executable).parent / "fmnist")
 RUN_FLAGS = [
     "--beam-direct-mode", "in_memory", "--conv-filters", "16", "32", "--dense-units", "64",
     "--batch-size", "128", "--epochs", "6", "--warm-start-epochs", "2", "--accuracy-floor", "0.5",
-    "--max-accuracy-drop", "0.02", "--max-class-drop", "0.1", "--min-label-agreement", "0.3",
+    "--max-accuracy-drop", "0.02", "--max-class-drop", "0.1",
     "--drift-jsd-threshold", "0.1", "--label-linf-threshold", "0.1",
 ]  # fmt: skip
 VARIANTS = {

@@ -330,6 +330,8 @@ def _estimator_lines(facts: dict[str, Any] | None) -> list[str]:
         f"overall {m['low']:.2f} down, {m['high']:.2f} up; per class {m['class_low']:.2f} "
         f"down, {m['class_high']:.2f} up",
     ]
+
+
 def gold_interval_lines(comparison: GoldComparison) -> list[str]:
     """Each model's gold accuracy with its interval, overall and per class; the paired change and its gate."""
     level, overall = f"{comparison.level:.0%}", comparison.overall
