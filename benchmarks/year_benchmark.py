@@ -225,6 +225,13 @@ def print_table(result: dict, every: int = 5) -> None:
     print(json.dumps(result["summary"], indent=2))
 
 
+def save(result: dict, path: Path, days_done: int) -> None:
+    """Write the figures so far, atomically: the JSON always holds whole days."""
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps({**result, "days_done": days_done}, indent=2))
+    partial.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,6 +249,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         result = json.loads(Path(args.output).read_text())
+        result["summary"] = summary(result)  # a partial run's figures are summarised as far as they go
         plot(result, Path(args.output).with_suffix(".png"))
         print_table(result)
         return
@@ -260,10 +268,6 @@ def main() -> None:
     flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
     workdirs = {name: setup_variant(root, name, gold) for name in flags}
     rows: dict[str, list[dict]] = {name: [] for name in flags}
-    for day in range(1, args.days + 1):  # the variants take turns, one run at a time
-        for name, extra in flags.items():
-            rows[name].append(one_day(day, workdirs[name], *slices(day), extra, root))
-            progress(name, rows[name][-1])
     result = {
         "command": " ".join(["python benchmarks/year_benchmark.py", *sys.argv[1:]]),
         "date": started,
@@ -273,8 +277,13 @@ def main() -> None:
         "flags": {"run": RUN_FLAGS, **flags},
         **rows,
     }
+    for day in range(1, args.days + 1):  # the variants take turns, one run at a time
+        for name, extra in flags.items():
+            rows[name].append(one_day(day, workdirs[name], *slices(day), extra, root))
+            progress(name, rows[name][-1])
+        save(result, Path(args.output), days_done=day)  # a long run killed part-way keeps its days
     result["summary"] = summary(result)
-    Path(args.output).write_text(json.dumps(result, indent=2))
+    save(result, Path(args.output), days_done=args.days)
     plot(result, Path(args.output).with_suffix(".png"))
     print_table(result)
     print(f"figures: {args.output}")
