@@ -140,6 +140,11 @@ def progress(name: str, row: dict) -> None:
     )
 
 
+def days_of(result: dict, variant: str) -> list[dict]:
+    """One variant's rows, a day each, in the issue's shape: `result[variant]["days"]`."""
+    return result[variant]["days"]
+
+
 def total_bytes(row: dict) -> int:
     return row["pipeline_root_bytes"] + row["serving_bytes"] + row["mlmd_bytes"]
 
@@ -159,7 +164,7 @@ def ratios(rows: list[dict], key, late: int, early: int) -> dict:
 
 def summary(result: dict) -> dict:
     """The issue's targets, as measured: wall and bytes flat, accuracy close to the unbounded window's."""
-    bounded, unbounded = result["bounded"], result["unbounded"]
+    bounded, unbounded = days_of(result, "bounded"), days_of(result, "unbounded")
     last = len(bounded)
     early, twentieth = min(10, last), min(20, last)
     found: dict = {}
@@ -183,7 +188,7 @@ def plot(result: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(4, 1, figsize=(9, 13), sharex=True)
     for name, style in (("bounded", "-"), ("unbounded", "--")):
-        rows = result[name]
+        rows = days_of(result, name)
         days = [r["day"] for r in rows]
         axes[0].plot(days, [r["wall_s"] for r in rows], style, label=f"{name}: whole run")
         axes[0].plot(days, [r["trainer_s"] or 0 for r in rows], style, alpha=0.6, label=f"{name}: Trainer")
@@ -196,7 +201,7 @@ def plot(result: dict, path: Path) -> None:
         axes[2].plot(days, [r["mlmd_bytes"] / 2**20 for r in rows], style, label=f"{name}: ML Metadata")
         axes[3].plot(days, [r["accuracy"] for r in rows], style, label=name)
     axes[0].set_ylabel("seconds")
-    axes[0].set_title(f"A year of data, compressed: {len(result['bounded'])} daily spans")
+    axes[0].set_title(f"A year of data, compressed: {len(days_of(result, 'bounded'))} daily spans")
     axes[1].set_ylabel("MB on disk")
     axes[2].set_ylabel("MB")
     axes[3].set_ylabel("gold accuracy of the day's candidate")
@@ -213,8 +218,9 @@ def print_table(result: dict, every: int = 5) -> None:
     """Every `every`-th day (and the first and last): the bounded variant, then the unbounded one."""
     head = ("day", "wall s", "Trainer s", "Transform s", "root MB", "serving MB", "MLMD MB", "accuracy")
     print(" | ".join(f"{h:>11}" for h in head) + " || unbounded: " + " | ".join(f"{h:>9}" for h in head[1:5]))
-    for b, u in zip(result["bounded"], result["unbounded"], strict=True):
-        if b["day"] % every and b["day"] not in (1, len(result["bounded"])):
+    bounded = days_of(result, "bounded")
+    for b, u in zip(bounded, days_of(result, "unbounded"), strict=True):
+        if b["day"] % every and b["day"] not in (1, len(bounded)):
             continue
         cells = [
             b["day"], b["wall_s"], b["trainer_s"] or 0, b["transform_s"] or 0,
@@ -283,8 +289,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "span_images": args.span_images,
         "gold_images": args.gold_images,
-        "flags": {"run": RUN_FLAGS, **flags},
-        **rows,
+        "run_flags": RUN_FLAGS,
+        **{name: {"flags": extra, "days": rows[name]} for name, extra in flags.items()},
     }
     spawn = multiprocessing.get_context("spawn")  # the workers write spans with TensorFlow: no fork
     days, barrier = spawn.Queue(), spawn.Barrier(len(flags))
