@@ -4,9 +4,10 @@ This is the job of TFX's InfraValidator, which starts `tensorflow_model_server`
 in Docker or Kubernetes; neither exists on this platform. ServingCheck starts
 this project's TF Serving-protocol server (`serving/`) in process on a free
 loopback port, loads the candidate exactly as a server would (including its
-warmup requests), and sends real examples of the eval split through gRPC with
-every signature the clients use: Predict on `serving_default` and
-`predict_images`, and Classify on `classify`. It writes an `InfraBlessing`
+warmup requests), and sends real examples (of the split it is given: the
+pipeline gives it the gold set) through gRPC with every signature the clients
+use: Predict on `serving_default` and `predict_images`, and Classify on
+`classify`. It writes an `InfraBlessing`
 the same way InfraValidator does (`blessed` property, `INFRA_BLESSED` or
 `INFRA_NOT_BLESSED` file, the latter holding the reasons), and the Pusher
 refuses a model whose blessing is not set.
@@ -50,7 +51,7 @@ def _ask(client: ServingClient, serialized: list[bytes]) -> list[str]:
     """Every RPC the clients use, checked for shape and for agreement between the signatures."""
     by_examples, _ = client.predict_examples(serialized, model=CHECKED_MODEL)
     problems = _probabilities_problems("Predict serving_default", by_examples, len(serialized))
-    images = checked_images(parse_example_pixels(serialized), "the eval examples")
+    images = checked_images(parse_example_pixels(serialized), "the examples sent")
     predictions, _ = client.predict_images(images, model=CHECKED_MODEL)
     by_images = np.stack([p.probabilities for p in predictions])
     problems += _probabilities_problems("Predict predict_images", by_images, len(serialized))
@@ -92,7 +93,13 @@ def ServingCheck(
     split: Parameter[str] = "eval",
     num_examples: Parameter[int] = 32,
 ) -> None:
-    """Bless the model for pushing only if it serves `num_examples` real examples correctly."""
+    """Bless the model for pushing only if it answers `num_examples` real examples of `split` over gRPC.
+
+    An answer passes when each signature returns finite probabilities of shape
+    [n, 10] summing to 1, `predict_images` agrees with `serving_default` on the
+    same images, and Classify scores all 10 class names; accuracy is the
+    Evaluator's business, not this check's.
+    """
     files = split_files(artifact_utils.get_split_uri([examples], split))
     problems = check_model_serves(
         path_utils.serving_model_path(model.uri), read_serialized(files, num_examples)

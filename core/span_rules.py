@@ -24,9 +24,11 @@ the floor left the window, so day 2 trained on 10,000 images again and failed
 too.)
 
 The components that apply these rules (`components/span_planner.py`,
-`drift_baselines.py`, `training_window.py`) only read the ledger and the data
-directory and call these functions; the tables in `tests/core/test_span_rules.py`
-pin them down.
+`drift_baselines.py`, `training_window.py`) read their inputs from the ledger
+and the data directory and decide by calling these functions; what they write
+is the decision's outcome (the planner stages the chosen span and appends its
+`ingested` line to the ledger). The tables in `tests/core/test_span_rules.py`
+pin the rules down.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ TFX's span convention: the pipeline's ImportExampleGen reads
 `span-{SPAN}/*.tfrecord.gz`. The span planner (`components/span_planner.py`)
 picks one span per run from the spans on disk and stages it, alone, in the
 pipeline's intake directory (`stage_span`), which is where SpanExampleGen
-reads; the data directory itself is only ever read.
+reads; the pipeline only ever reads the data directory itself (`fmnist data
+prepare` and `fmnist data add` are what write it).
 """
 
 from __future__ import annotations

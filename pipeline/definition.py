@@ -1,9 +1,14 @@
-"""The pipeline definition: components and their wiring, nothing else; the same DAG for every orchestrator.
+"""The pipeline definition: components, their wiring and their cache keys; one DAG for every orchestrator.
 
 `create_pipeline(config)` reads no data, builds no model and decides nothing
 about a run: it is compiled once from the configuration and the same compiled
 pipeline runs every day, under LocalDagRunner here and, compiled with TFX's
-KubeflowV2DagRunner, on Kubeflow Pipelines or Vertex AI. Every per-run
+KubeflowV2DagRunner, on Kubeflow Pipelines or Vertex AI. The files it reads
+are the project's own modules, whose fingerprint goes into the cache key of
+each component that runs them (`fingerprinted`). The configuration shapes the
+DAG (the Tuner only with `tuner_trials`, the Trainer's `base_model` input only
+with `warm_start`); the runner adds the ML Metadata connection, and the
+Kubeflow runner renames the pipeline (`pipeline/kubeflow_runner.py`). Every per-run
 decision is made while the DAG runs, by steps that read the pipeline's own
 state through TensorFlow's filesystem (the data directory, the span ledger,
 the serving directory's rollout), because Vertex AI runs no custom resolver

@@ -1,9 +1,14 @@
 """Compile the same pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines, and prove nothing was dropped.
 
-`create_pipeline(config)` is the DAG LocalDagRunner runs; only the engine
-differs. TFX's `KubeflowV2DagRunner` writes a pipeline-spec JSON in which every
-component runs in the pipeline image (see `Dockerfile`); submit it with the
-KFP SDK or to Vertex AI (`aiplatform.PipelineJob(template_path=...)`). On
+`create_pipeline(config)` is the DAG LocalDagRunner runs, with the same steps
+and inputs. What differs: the pipeline's name (`kubeflow_config`: Kubeflow
+allows no underscores), no ML Metadata connection (the platform brings its
+own), and the paths and Beam arguments of the configuration given, `gs://`
+and the image's schema (`IMAGE_SCHEMA_PATH`) when compiled by `fmnist
+compile-kubeflow` or the `tfx` CLI below. TFX's `KubeflowV2DagRunner` writes
+a pipeline-spec JSON in which every component runs in the pipeline image
+(see `Dockerfile`); submit it with the KFP SDK or to Vertex AI
+(`aiplatform.PipelineJob(template_path=...)`). On
 those platforms the pipeline root, data and serving directories are `gs://`
 (or other TFX filesystem) URIs, and ML Metadata is the platform's own.
 
