@@ -77,7 +77,7 @@ from core.examples import split_files
 from core.vocabulary import CLASS_NAMES, NUM_CLASSES
 
 log = logging.getLogger(__name__)
-THRESHOLD_NAME = "min_relative_label_agreement"
+THRESHOLD_FLAG = "--min-relative-label-agreement"  # the setting, as `fmnist run` takes it
 
 
 class LabelDisagreementError(PipelineError):
@@ -169,7 +169,7 @@ def describe_disagreement(span: Agreement, gold: Agreement, kept: Interval, thre
     worst = np.argsort(span.per_class)[:3]
     classes = ", ".join(f"{CLASS_NAMES[i]} {span.per_class[i]:.2f}" for i in worst)
     return (
-        f"{describe_agreement(span, gold, kept)}, below the {threshold:.0%} a span needs ({THRESHOLD_NAME}); "
+        f"{describe_agreement(span, gold, kept)}, below the {threshold:.0%} a span needs ({THRESHOLD_FLAG}); "
         f"its labels look wrong (shuffled or shifted?). Least agreement by labelled class: {classes}. "
         "Stopped before Transform; the span is never trained on"
     )

@@ -153,5 +153,5 @@ def test_the_refusal_names_the_agreements_what_is_kept_the_threshold_and_the_wor
     assert f"chance alone gives {span.chance:.1%}, right labels about " in message
     assert f"(its accuracy on the gold set, {gold.agreement:.1%} of {GOLD}, 90% interval" in message
     assert f"the labels keep {kept.value:.0%} of the way from chance to right labels" in message
-    assert "below the 70% a span needs (min_relative_label_agreement)" in message
+    assert "below the 70% a span needs (--min-relative-label-agreement)" in message
     assert "T-shirt/top 0.05, Trouser 0.10, Pullover 0.15" in message and "never trained on" in message

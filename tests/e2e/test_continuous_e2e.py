@@ -66,7 +66,7 @@ def test_a_drifted_span_stops_the_run_naming_the_features_that_moved(pipeline_ru
 def test_shuffled_labels_stop_the_run_at_the_label_gate(pipeline_runs: dict):
     failure = pipeline_runs["mislabelled"]
     assert "the served model agrees with" in str(failure)
-    assert "below the 70% a span needs (min_relative_label_agreement)" in str(failure)
+    assert "below the 70% a span needs (--min-relative-label-agreement)" in str(failure)
     report = failure.report
     assert report.states()[nodes.DRIFT_GATE] == "COMPLETE"  # images and class shares look fine
     assert report.states()[nodes.LABEL_GATE] == "FAILED" and nodes.TRANSFORM not in report.states()
