@@ -2,7 +2,8 @@
 # Set up everything the project needs, idempotently: a second run installs nothing.
 #   1. from Debian (when apt is available): the Fashion-MNIST IDX files (dataset-fashion-mnist)
 #      and MariaDB's server binaries without its system service (mariadb-server-core and
-#      mariadb-client-core), which the ML-Metadata-on-MySQL test starts on a temporary directory;
+#      mariadb-client-core), which the ML-Metadata-on-MySQL test starts on a temporary directory,
+#      and chromium-headless-shell, with which the tests take screenshots of the HTML reports;
 #   2. a Python 3.11 venv in .venv with every package pinned in requirements/lock.txt;
 #   3. this project, installed editable (the `fmnist` command).
 set -euo pipefail
@@ -16,6 +17,7 @@ missing=()
 [ -e "$DATASET_DIR/train-images-idx3-ubyte.gz" ] || missing+=(dataset-fashion-mnist)
 [ -x /usr/sbin/mariadbd ] && command -v my_print_defaults >/dev/null ||
   missing+=(mariadb-server-core mariadb-client-core)
+command -v chromium-headless-shell >/dev/null || missing+=(chromium-headless-shell)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
