@@ -14,8 +14,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from cli import data, drift, pipeline, rollout, serving
-from core.errors import EXIT_BAD_INPUT, EXIT_DRIFT, EXIT_FAILED, EXIT_OK, ProjectError
+from cli import canary, data, drift, pipeline, rollout, serving
+from core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_DRIFT,
+    EXIT_FAILED,
+    EXIT_HOLD,
+    EXIT_OK,
+    EXIT_ROLL_BACK,
+    ProjectError,
+)
 
 DESCRIPTION = "Fashion-MNIST on TFX: prepare data, run the pipeline, serve and watch the model."
 EXIT_CODES = f"""exit codes:
@@ -23,6 +31,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_FAILED}  the pipeline failed or another run holds its root; a server could not be reached
   {EXIT_BAD_INPUT}  bad input: a missing or malformed file, an invalid flag, an unknown version
   {EXIT_DRIFT}  fmnist drift found drift
+  {EXIT_HOLD} fmnist canary: hold (not enough traffic yet, or canary and stable saw different inputs)
+  {EXIT_ROLL_BACK} fmnist canary: roll back (fmnist canary exits {EXIT_OK} to promote)
 
 Every command has --help."""
 
@@ -39,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
-    for group in (data, pipeline, rollout, drift, serving):
+    for group in (data, pipeline, rollout, canary, drift, serving):
         group.register(commands, common)
     return parser
 

@@ -1,4 +1,8 @@
-"""`fmnist promote`, `rollback`, `labels`: the staged rollout of pushed versions (TF Serving labels)."""
+"""`fmnist promote`, `rollback`, `labels`, `history`: the staged rollout of pushed versions (TF labels).
+
+Every change is recorded, with `--reason`, in the rollout's history
+(`release/history.py`), which `fmnist history` shows.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 import sys
 
-from cli.flags import add_config_flags, build_config
+from cli.flags import add_config_flags, at_least, build_config
 from core.config import PipelineConfig
 from core.errors import InputError
 
@@ -32,8 +36,26 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         )
         if name == "labels":
             command.add_argument("--json", action="store_true", help="print JSON for machines")
+        else:
+            add_reason_flag(command)
         add_config_flags(command, PipelineConfig, SERVING_FIELDS, "paths")
         command.set_defaults(handler=handler)
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        help="show the rollout's history: every push, promote, rollback and applied canary verdict",
+        description="Show <serving-dir>/<model>/rollout_history.jsonl, oldest first: when (UTC), who "
+        "(user@host), the action, the labels before and after, the reason, and a verdict's decision "
+        "(--json: its evidence too). A line cut short by an interrupted write is skipped with a warning.",
+    )
+    history.add_argument("--json", action="store_true", help="print the entries as JSON lines")
+    history.add_argument("--version", type=at_least(0), help="only the entries that involve this version")
+    add_config_flags(history, PipelineConfig, SERVING_FIELDS, "paths")
+    history.set_defaults(handler=history_command)
+
+
+def add_reason_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--reason", default="", help="why, for the rollout's history (fmnist history)")
 
 
 def _where(args: argparse.Namespace) -> tuple[str, str]:
@@ -50,7 +72,7 @@ def _where(args: argparse.Namespace) -> tuple[str, str]:
 def promote_command(args: argparse.Namespace) -> int:
     from release.rollout import promote
 
-    rollout = promote(*_where(args))
+    rollout = promote(*_where(args), reason=args.reason)
     print(f"promoted: {rollout.describe()}")
     return 0
 
@@ -58,7 +80,7 @@ def promote_command(args: argparse.Namespace) -> int:
 def rollback_command(args: argparse.Namespace) -> int:
     from release.rollout import rollback
 
-    rollout = rollback(*_where(args))
+    rollout = rollback(*_where(args), reason=args.reason)
     print(f"rolled back: {rollout.describe()}")
     return 0
 
@@ -80,4 +102,21 @@ def labels_command(args: argparse.Namespace) -> int:
             f"{model}: not on disk: {listed} (no saved_model.pb under {serving_dir}/{model}/<version>/); "
             "a server cannot load them"
         )
+    return 0
+
+
+def history_command(args: argparse.Namespace) -> int:
+    from release.history import entries_for, format_entry, history_path, read_history
+
+    config = build_config(args, PipelineConfig)
+    entries = read_history(config.serving_dir, config.model_name)
+    if args.version is not None:
+        entries = entries_for(entries, args.version)
+    if args.json:
+        for line in entries:
+            print(json.dumps(line, sort_keys=True))
+    elif not entries:
+        print(f"no history yet in {history_path(config.serving_dir, config.model_name)}")
+    for line in [] if args.json else entries:
+        print(format_entry(line))
     return 0

@@ -305,6 +305,53 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class CanaryConfig:
+    """How `fmnist canary` judges the canary against stable on the traffic both answered.
+
+    A canary is rolled back only on clear evidence (as the Evaluator's change
+    gates: a drop beyond its allowance with 95 % confidence), held while either
+    version has too little logged traffic, and promoted otherwise.
+    """
+
+    canary_min_requests: int = setting(
+        400,
+        "logged requests each version needs before a verdict other than hold; two samples of 400 are "
+        "compared for drift as surely as 200 images against the training data (the size the drift "
+        "thresholds were set at), and each estimated accuracy is within about +/-3 points (90 %)",
+        minimum=1,
+    )
+    canary_max_accuracy_drop: float = setting(
+        0.02,
+        "roll back when the canary's estimated accuracy is below stable's by more than this with 95 % "
+        "confidence (the upper end of the difference's 90 % interval below -this)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    canary_min_agreement: float = setting(
+        0.7,
+        "roll back when the canary gives stable's answer on fewer than this share of the same logged "
+        "inputs (a retrained version of this model agrees on about 0.9: below 0.7 it answers another task)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    canary_max_error_increase: float = setting(
+        0.01,
+        "roll back when the canary's share of failed requests exceeds stable's by more than this",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    canary_max_p99_increase_ms: float = setting(
+        50.0, "roll back when the canary's p99 latency exceeds stable's by more than this (ms)", minimum=0.0
+    )
+    canary_replay_images: int = setting(
+        500, "logged images replayed through both versions to measure their agreement", minimum=1
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """How `fmnist serve` (and the log proxy) listen and what they accept; TF Serving's defaults."""
 

@@ -6,13 +6,17 @@ anything else is a bug and shows its traceback.
 
 Exit codes: 0 success, 1 the pipeline failed, is locked by another run, or a
 server could not be reached, 2 bad input, 3 drift found (`fmnist drift`; a
-verdict, not an error).
+verdict, not an error). `fmnist canary`'s verdicts: 0 promote, 10 hold, 11 roll
+back, apart from the error codes so that a script never reads a failure as a
+verdict.
 """
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DRIFT = 3
+EXIT_HOLD = 10
+EXIT_ROLL_BACK = 11
 
 
 class ProjectError(Exception):

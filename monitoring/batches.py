@@ -56,14 +56,33 @@ def batch_from_logs(files: list[str], source: str, model_name: str, version: int
     )
 
 
+def _visible_files(location: Path) -> list[str]:
+    return sorted(str(f) for f in location.iterdir() if f.is_file() and not f.name.startswith("."))
+
+
+def _request_logs(files: list[str]) -> list[str]:
+    return [f for f in files if f.endswith(LOG_SUFFIX) and is_request_log(f)]
+
+
+def request_log_files(path: str) -> list[str]:
+    """The request-log files at `path` (a directory of them, or one); InputError naming it if none."""
+    location = Path(path)
+    if not location.exists():
+        raise InputError(f"{path}: no such file or directory")
+    logs = _request_logs(_visible_files(location) if location.is_dir() else [path])
+    if not logs:
+        raise InputError(f"{path}: holds no request logs (PredictionLog TFRecords named *{LOG_SUFFIX})")
+    return logs
+
+
 def load_batch(path: str, model_name: str = MODEL_NAME, logged_version: int | None = None) -> Batch:
     """The batch at `path` (see the module docstring); errors name the path and what was wrong."""
     location = Path(path)
     if not location.exists():
         raise InputError(f"{path}: no such file or directory")
     if location.is_dir():
-        files = sorted(str(f) for f in location.iterdir() if f.is_file() and not f.name.startswith("."))
-        logs = [f for f in files if f.endswith(LOG_SUFFIX) and is_request_log(f)]
+        files = _visible_files(location)
+        logs = _request_logs(files)
         if logs:
             return batch_from_logs(logs, path, model_name, logged_version)
         pictures = [f for f in files if is_picture(f)]

@@ -48,9 +48,11 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from core import storage
+from core.canary_rule import HOLD, PROMOTE, ROLL_BACK, Verdict
 from core.config import is_uri
 from core.errors import InputError
 from core.versions import has_saved_model, newest_version, version_dirs
+from release import history
 from serving.traffic_split import CANARY, STABLE
 
 log = logging.getLogger(__name__)
@@ -273,24 +275,38 @@ def republish_if_behind(serving_dir: str, model: str) -> str | None:
         return _republish_if_behind(serving_dir, model, rollout, read_models_config(serving_dir))
 
 
-def _change(serving_dir: str, model: str, change: Callable[[Rollout], Rollout]) -> Rollout:
+def _change(
+    serving_dir: str,
+    model: str,
+    change: Callable[[Rollout], Rollout],
+    action: str,
+    reason: str,
+    verdict: dict | None = None,
+) -> Rollout:
     """Apply `change` to the state under the lock: read and check everything, then write both files.
 
     `rollout.json` goes first: killed before the second rename, the next
-    command finds `models.config` behind and re-publishes it.
+    command finds `models.config` behind and re-publishes it. The history
+    line (`release/history.py`) comes last, still under the lock.
     """
     with _locked(serving_dir):
         current = read_rollout(serving_dir, model)
         config = read_models_config(serving_dir)
         _republish_if_behind(serving_dir, model, current, config)
         rollout = change(current)
-        config_text = _text(_with_rollout(config, serving_dir, model, rollout))
-        replace_file(rollout_path(serving_dir, model), json.dumps(rollout.to_json(), indent=2) + "\n")
-        replace_file(models_config_path(serving_dir), config_text)
+        if rollout != current:
+            config_text = _text(_with_rollout(config, serving_dir, model, rollout))
+            replace_file(rollout_path(serving_dir, model), json.dumps(rollout.to_json(), indent=2) + "\n")
+            replace_file(models_config_path(serving_dir), config_text)
+        history.append(
+            serving_dir, model, history.entry(action, current.to_json(), rollout.to_json(), reason, verdict)
+        )
         return rollout
 
 
-def push_canary(serving_dir: str, model: str, version: int) -> Rollout:
+def push_canary(
+    serving_dir: str, model: str, version: int, reason: str = "pushed by the pipeline"
+) -> Rollout:
     """A newly pushed version becomes the canary (and stable too, when nothing is stable yet)."""
 
     def change(rollout: Rollout) -> Rollout:
@@ -299,22 +315,25 @@ def push_canary(serving_dir: str, model: str, version: int) -> Rollout:
             rollout, canary=version, stable=rollout.stable if rollout.stable is not None else version
         )
 
-    return _change(serving_dir, model, change)
+    return _change(serving_dir, model, change, history.PUSH, reason)
 
 
-def promote(serving_dir: str, model: str) -> Rollout:
-    """Move `stable` to the canary's version; the old stable becomes the way back."""
-
+def _promoted(serving_dir: str, model: str) -> Callable[[Rollout], Rollout]:
     def change(rollout: Rollout) -> Rollout:
         if rollout.canary is None or rollout.canary == rollout.stable:
             raise RolloutError(f"{model}: nothing to promote ({rollout.describe()})")
         _require_on_disk(serving_dir, model, rollout.canary, "the canary")
         return Rollout(rollout.canary, rollout.canary, (*rollout.history, rollout.stable))
 
-    return _change(serving_dir, model, change)
+    return change
 
 
-def rollback(serving_dir: str, model: str) -> Rollout:
+def promote(serving_dir: str, model: str, reason: str = "") -> Rollout:
+    """Move `stable` to the canary's version; the old stable becomes the way back."""
+    return _change(serving_dir, model, _promoted(serving_dir, model), history.PROMOTE, reason)
+
+
+def rollback(serving_dir: str, model: str, reason: str = "") -> Rollout:
     """Move `stable` back to the previous stable version; the version rolled back from leaves service."""
 
     def change(rollout: Rollout) -> Rollout:
@@ -324,4 +343,37 @@ def rollback(serving_dir: str, model: str) -> Rollout:
         _require_on_disk(serving_dir, model, previous, "the way back")
         return Rollout(previous, previous, rollout.history[:-1])
 
-    return _change(serving_dir, model, change)
+    return _change(serving_dir, model, change, history.ROLLBACK, reason)
+
+
+def _canary_withdrawn(rollout: Rollout) -> Rollout:
+    """The canary label back on stable: the canary's version leaves service, stable and the way back stay."""
+    return dataclasses.replace(rollout, canary=rollout.stable)
+
+
+def apply_verdict(serving_dir: str, model: str, verdict: Verdict, evidence: dict, reason: str) -> Rollout:
+    """Act on a canary verdict and record it with its evidence: promote, take the canary out, or (hold) only
+    record.
+
+    Refused (RolloutError, nothing written) when the labels moved since the
+    evidence was gathered: the verdict is about versions that are no longer
+    the canary and stable.
+    """
+    actions = {
+        PROMOTE: (history.PROMOTE, _promoted(serving_dir, model)),
+        ROLL_BACK: (history.CANARY_ROLLBACK, _canary_withdrawn),
+        HOLD: (history.VERDICT, lambda rollout: rollout),
+    }
+    action, act = actions[verdict.decision]
+    judged = (evidence["canary_version"], evidence["stable_version"])
+
+    def change(rollout: Rollout) -> Rollout:
+        if (rollout.canary, rollout.stable) != judged:
+            raise RolloutError(
+                f"{model}: the labels moved since the verdict (judged canary {judged[0]} against stable "
+                f"{judged[1]}; now {rollout.describe()}); nothing changed"
+            )
+        return act(rollout)
+
+    record = {**dataclasses.asdict(verdict), "evidence": evidence}
+    return _change(serving_dir, model, change, action, reason, record)

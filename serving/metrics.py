@@ -52,6 +52,9 @@ DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPromethe
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 UNSERVED = "_unserved"  # the model name label of requests for models not served
 VERSION_LABELS = ["model_name", "version", "label"]
+# Per-version series (read back by `fmnist canary`, monitoring/version_metrics.py).
+VERSION_REQUESTS = "fmnist_version_request_count"
+VERSION_LATENCY = "fmnist_version_request_latency"
 
 
 class ServingMetrics:
@@ -88,11 +91,11 @@ class ServingMetrics:
             ["model_name", "version"], registry=self.registry,
         )  # fmt: skip
         self.version_requests = Counter(
-            "fmnist_version_request_count", "Requests a model version answered, by status.",
+            VERSION_REQUESTS, "Requests a model version answered, by status.",
             [*VERSION_LABELS, "status"], registry=self.registry,
         )  # fmt: skip
         self.version_latency = Histogram(
-            "fmnist_version_request_latency",
+            VERSION_LATENCY,
             "Wall time (in microseconds) of the requests a model version answered, from its lookup.",
             [*VERSION_LABELS, "API"], buckets=LATENCY_BUCKETS_US, registry=self.registry,
         )  # fmt: skip

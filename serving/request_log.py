@@ -215,6 +215,7 @@ class LoggedRequest:
     version: int | None
     images: np.ndarray  # uint8 [n, 28, 28]
     probabilities: np.ndarray | None  # float [n, 10], when the response carried them
+    logged_at: int = 0  # seconds since the epoch (the record's timestamp_secs; 0 when not set)
 
     def image_ids(self) -> list[str]:
         return [f"{self.request_id}:{i}" for i in range(len(self.images))]
@@ -310,7 +311,8 @@ def _logged_request(log_record: prediction_log_pb2.PredictionLog, request_id: st
             probabilities.reshape(len(images), -1) if probabilities.size % len(images) == 0 else None
         )
     version = spec.version.value if spec.HasField("version") else None
-    return LoggedRequest(request_id, spec.name, version, images, probabilities)
+    stamp = log_record.log_metadata.timestamp_secs
+    return LoggedRequest(request_id, spec.name, version, images, probabilities, stamp)
 
 
 def _records(file: str, skipped: collections.Counter):

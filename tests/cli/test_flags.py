@@ -7,7 +7,7 @@ import typing
 import pytest
 
 from cli.main import build_parser
-from core.config import DriftConfig, PipelineConfig, RetentionConfig, ServingConfig, flag_name
+from core.config import CanaryConfig, DriftConfig, PipelineConfig, RetentionConfig, ServingConfig, flag_name
 
 # The configuration sections each command reads in full (a command that reads a few fields by name, such as
 # `report` or `promote`, declares them in its module and is checked by the parser tests in test_cli.py).
@@ -16,6 +16,7 @@ USES = {
     "compile-kubeflow": (PipelineConfig,),
     "serve": (ServingConfig,),
     "drift": (DriftConfig,),
+    "canary": (CanaryConfig, DriftConfig),
     "retention": (RetentionConfig,),
 }
 NOT_USED = {"retention": {"apply_retention"}}  # the command applies the policy: there is nothing to switch

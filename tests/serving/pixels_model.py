@@ -39,12 +39,35 @@ class _PixelsModel(tf.Module):
         return self.probabilities(tf.io.parse_example(serialized, spec)[vocab.IMAGE_KEY])
 
 
-def build(export_dir: str, seed: int = 0) -> str:
+TRAINING_STEPS, LEARNING_RATE = 60, 0.01
+
+
+def trained(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> _PixelsModel:
+    """Weights fitted on uint8 images [n, 28, 28] and their labels: full-batch Adam, a second on a CPU."""
+    model = _PixelsModel(seed)
+    pixels = tf.constant(images.reshape(len(images), vocab.PIXELS), tf.int64)
+    weights = [model.hidden, model.out]
+    optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            probabilities = model.probabilities(pixels)
+            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+
+    for _ in range(TRAINING_STEPS):
+        step()
+    return model
+
+
+def build(export_dir: str, seed: int = 0, model: _PixelsModel | None = None) -> str:
     """Write the SavedModel to `export_dir` with Classify marked on `classify`; return it.
 
-    Another `seed` gives other weights: two versions whose answers tell them apart.
+    Another `seed` gives other weights: two versions whose answers tell them
+    apart; `model` (from `trained`) replaces the random weights.
     """
-    model = _PixelsModel(seed)
+    model = model or _PixelsModel(seed)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=vocab.EXAMPLES_INPUT)])
     def serve_examples(serialized):
