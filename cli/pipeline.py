@@ -1,10 +1,11 @@
-"""`fmnist run`, `report`, `lineage`, `compile-kubeflow`: the pipeline and what ML Metadata knows of it."""
+"""`fmnist run`, `report`, `lineage`, `model-card`, `compile-kubeflow`: the pipeline and what MLMD knows."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 
 from cli.flags import add_config_flags, at_least, build_config
 from core.config import EvaluationConfig, PipelineConfig, RetentionConfig, SpansConfig, TrainingConfig
@@ -65,6 +66,22 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     lineage.add_argument("--json", action="store_true", help="print JSON for machines")
     add_config_flags(lineage, PipelineConfig, SERVED_FIELDS, "paths")
     lineage.set_defaults(handler=lineage_command)
+
+    card = commands.add_parser(
+        "model-card",
+        parents=[common],
+        help="write a model card (HTML and Markdown) for a pushed version, for a reviewer before promoting",
+        description="Write model_card.html, model_card.md, per_class.png and model_card.json for a pushed "
+        "version, from ML Metadata and the Evaluator's output: the spans and images it trained on, warm "
+        "start, gold accuracy overall and per class with 90 % intervals, calibration, the gates it "
+        "passed, its weakest classes and most confused pairs, its serving signatures, its rollout history.",
+    )
+    card.add_argument("--version", type=at_least(0), help="a pushed version (default: the stable one)")
+    card.add_argument(
+        "--output", help="directory for the card (default: <workdir>/model_cards/<model>-<version>)"
+    )
+    add_config_flags(card, PipelineConfig, SERVED_FIELDS, "paths")
+    card.set_defaults(handler=model_card_command)
 
     retention = commands.add_parser(
         "retention",
@@ -135,6 +152,20 @@ def lineage_command(args: argparse.Namespace) -> int:
 
     chain = lineage_of(pipeline_config(args), args.version)
     print(json.dumps(chain.to_json(), indent=2) if args.json else format_lineage(chain))
+    return 0
+
+
+def model_card_command(args: argparse.Namespace) -> int:
+    from core.paths import output_directory
+    from pipeline.model_card import collect_model_card
+    from pipeline.model_card_page import HTML_FILE, MARKDOWN_FILE, write_model_card
+
+    config = pipeline_config(args)
+    card = collect_model_card(config, args.version)  # bad input is refused before anything is written
+    default = os.path.join(config.workdir, "model_cards", f"{config.model_name}-{card.version}")
+    with output_directory(args.output or default, "--output") as output:
+        paths = write_model_card(card, output)
+    print(f"model card of version {card.version}: {paths[HTML_FILE]}\nmarkdown: {paths[MARKDOWN_FILE]}")
     return 0
 
 

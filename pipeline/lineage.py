@@ -9,6 +9,8 @@ TrainingWindow's Examples and the spans it holds, each from SpanExampleGen
 each file) -> the curated schema (ImportSchemaGen) and the image-feature
 statistics of the window (TrainingWindowImageStatistics: the drift report's
 default reference). The data directory is the one the run's SpanPlanner read.
+Forward from the push: the rollout history's entries that name the version
+(pushed, promoted, rolled back, judged as a canary; `release/history.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pipeline.metadata import (
     served_model_text,
     span_of,
 )
+from release.history import entries_for, format_entry, history_path, read_history
 from release.rollout import served_version
 
 
@@ -62,6 +65,7 @@ class SpanFacts:
     example_gen_execution: int | None
     input_fingerprint: str | None
     source: str | None  # from the span's manifest
+    examples: int | None = None  # images in the span (its manifest)
     file_sha256: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,6 +94,8 @@ class LineageChain:
     image_statistics_uri: str | None = None
     image_statistics_bins: int | None = None
     removed: list[str] = field(default_factory=list)  # what retention removed of this chain, and when
+    history_file: str | None = None  # the rollout's history (`release/history.py`)
+    rollout_history: list[dict[str, Any]] = field(default_factory=list)  # its entries involving this version
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +134,7 @@ def _span_facts(metadata: Metadata, examples: metadata_store_pb2.Artifact, data_
         example_gen_execution=example_gen.id if example_gen else None,
         input_fingerprint=properties(examples).get("input_fingerprint"),
         source=manifest.get("source"),
+        examples=manifest.get("examples"),
         file_sha256=manifest.get("files", {}),
     )
 
@@ -183,6 +190,8 @@ def lineage_of(config: PipelineConfig, version: int | None = None) -> LineageCha
         image_statistics_uri=image_statistics.uri if image_statistics else None,
         image_statistics_bins=properties(image_statistics).get("bins") if image_statistics else None,
         removed=removed_by_retention(metadata, [pushed[version], model, model_run, window, image_statistics]),
+        history_file=history_path(config.serving_dir, config.model_name),
+        rollout_history=entries_for(read_history(config.serving_dir, config.model_name), version),
     )
 
 
@@ -247,4 +256,8 @@ def format_lineage(chain: LineageChain) -> str:
     for name, checksum in sorted(chain.source_checksums.items()):
         lines.append(f"  source {name}: sha256 {checksum}")
     lines.append(f"  image-feature statistics of the window: {chain.image_statistics_uri}")
+    lines.append(f"  rollout history ({chain.history_file}, fmnist history --version {chain.version}):")
+    lines.extend(f"    {format_entry(line)}" for line in chain.rollout_history)
+    if not chain.rollout_history:
+        lines.append("    no entry names this version")
     return "\n".join(lines)

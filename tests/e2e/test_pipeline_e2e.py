@@ -326,8 +326,21 @@ def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: di
     assert canary.warm_started_from.startswith(f"version {first.pushed_version} (")
     assert canary.evaluation.baseline_model_uri == canary.warm_started_from
 
+    assert chain.spans[0].examples == 2000
+    assert [h["action"] for h in chain.rollout_history] == ["push"]  # pushed as stable and canary at once
+    assert chain.rollout_history[0]["after"] == {
+        "stable": chain.version,
+        "canary": chain.version,
+        "history": [],
+    }
+    assert [h["after"]["canary"] for h in canary.rollout_history] == [canary.version]
+
     assert main(["lineage", "--workdir", config.workdir, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == chain.version
+    assert main(["lineage", "--workdir", config.workdir]) == 0
+    assert f"rollout history ({chain.history_file}, fmnist history --version {chain.version})" in (
+        capsys.readouterr().out
+    )
     with pytest.raises(LineageError, match="version 1 was not pushed"):
         lineage_of(config, 1)
 
@@ -371,3 +384,50 @@ def test_the_run_command_prints_progress_and_its_report_and_no_third_party_noise
     unexpected = [line for line in result.stderr.splitlines() if not expected.fullmatch(line)]
     assert unexpected == [], "\n".join(unexpected)
     assert "pushed: version" in result.stdout and "report: " in result.stdout
+
+
+def test_the_model_card_of_the_canary_says_what_a_reviewer_needs(pipeline_runs: dict, tmp_path: Path, capsys):
+    """Written from ML Metadata and the Evaluator's output; looked at in a browser (screenshot kept)."""
+    from cli.main import main
+    from core.errors import EXIT_BAD_INPUT
+    from pipeline.model_card import collect_model_card
+    from pipeline.model_card_page import HTML_FILE, MARKDOWN_FILE, PLOT_FILE
+    from tests.screenshot import screenshot
+
+    config, second = pipeline_runs["config"], pipeline_runs["second"].model
+    card = collect_model_card(config, int(second.pushed_version))
+    assert card.role == "canary" and [s["span"] for s in card.spans] == [1, 4]
+    assert [s["images"] for s in card.spans] == [2000, 300]
+    assert card.warm_started_from.startswith("version ")
+    assert card.overall.examples == SLICE_SIZE and card.overall.value == pytest.approx(
+        second.accuracy, abs=1e-6
+    )
+    assert len(card.per_class) == len(CLASS_NAMES) and all(a.low <= a.value <= a.high for a in card.per_class)
+    assert card.calibration_error is not None and 1 <= len(card.weakest) <= 3 and card.confused
+    assert all(a.value < card.overall.value for a in card.weakest)
+    assert any("paired change against the served model" in gate for gate in card.gates)
+    assert {s["name"] for s in card.signatures} >= {"serving_default", "predict_images", "classify"}
+    assert [h["action"] for h in card.history] == ["push"]
+
+    output = tmp_path / "card"
+    argv = [
+        "model-card",
+        "--workdir",
+        config.workdir,
+        "--version",
+        second.pushed_version,
+        "--output",
+        str(output),
+    ]
+    assert main(argv) == 0
+    page = (output / HTML_FILE).read_text()
+    for title in ("Training data", "Gold accuracy", "Calibration", "Gates passed", "Known weaknesses",
+                  "Serving signatures", "Rollout history"):  # fmt: skip
+        assert f"<h2>{title}</h2>" in page and f"## {title}" in (output / MARKDOWN_FILE).read_text()
+    assert (output / PLOT_FILE).read_bytes().startswith(b"\x89PNG")
+    assert main(
+        ["model-card", "--workdir", config.workdir, "--version", "1", "--output", str(tmp_path / "no")]
+    ) == (EXIT_BAD_INPUT)
+    assert "version 1 was not pushed" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    picture = screenshot(output / HTML_FILE, output / "model_card.png")
+    print(f"model card screenshot: {picture}")

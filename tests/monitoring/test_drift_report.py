@@ -3,8 +3,6 @@
 import gzip
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +25,9 @@ from monitoring.estimated_accuracy import (
     percent,
 )
 from monitoring.shifts import SHIFTS
+from tests.screenshot import screenshot
 
 DRIFT = DriftConfig()
-SCREENSHOT_SHELL = "chromium-headless-shell"
 
 
 def calibrated_answers(labels: np.ndarray, seed: int, sureness: float = 1.0) -> np.ndarray:
@@ -187,17 +185,7 @@ def test_a_person_sees_the_estimate_and_the_words_in_a_browser(estimated, tmp_pa
     """The page renders; with chromium-headless-shell installed, a screenshot of it is taken too."""
     page = estimated["page"]
     assert page.count("<figure>") >= 3 and "Expect about" in page and "4x4 grid" in page
-    shell = shutil.which(SCREENSHOT_SHELL)
-    if shell is None:
-        pytest.skip(
-            f"{SCREENSHOT_SHELL} is not installed (apt-get install {SCREENSHOT_SHELL}): no screenshot"
-        )
-    picture = tmp_path / "report.png"
-    subprocess.run(
-        [shell, "--no-sandbox", f"--screenshot={picture}", "--window-size=1300,2400",
-         (estimated["output"] / REPORT_FILE).as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    picture = screenshot(estimated["output"] / REPORT_FILE, tmp_path / "report.png")
     from PIL import Image
 
     with Image.open(picture) as shot:
