@@ -47,7 +47,7 @@ def add_config_flags(
     for name in names if names is not None else list(fields):
         f, hint = fields[name], hints[name]
         shown = defaults[name] if name in defaults else _default_text(f)
-        text = f"{f.metadata['help']} (default: {shown})"
+        text = f"{f.metadata['help']} (default: {shown})".replace("%", "%%")  # argparse %-formats help
         common: dict[str, Any] = {"dest": f.name, "default": defaults.get(name), "help": text}
         names = [flag_name(f.name)]
         alias = f.metadata.get("tf_serving_flag")

@@ -2,7 +2,8 @@
 
 The exported model's TF Serving extras (`export.py`: the Classify method mark;
 `warmup.py`: the warmup requests) and the staged rollout (`rollout.py`: which
-version is `stable`, which is `canary`, published in `models.config`). The
+version is `stable`, which is `canary`, published in `models.config`), its
+audit trail (`history.py`) and acting on a canary verdict. The
 server (`serving/`) reads these files in TF Serving's formats and imports
 nothing from here; this package uses the server's readers and label names.
 

@@ -30,7 +30,13 @@ re-publishes it before anything else.
   as the way back;
 - `rollback`: `stable` moves back to the previous stable version, and the
   version rolled back from is taken out of service (the canary label follows
-  stable).
+  stable);
+- a canary verdict applied (`fmnist canary --apply`, `apply_verdict`): promote,
+  or take the canary out of service (its label back on stable's version), or,
+  for a hold, change nothing.
+
+Each change, and each applied verdict, appends one line to the rollout's
+history (`release/history.py`).
 """
 
 from __future__ import annotations

@@ -40,6 +40,14 @@ def test_every_flag_of_every_command_has_a_help_line(command):
         assert "(default: '')" not in action.help, f"{flag} shows an empty default"
 
 
+@pytest.mark.parametrize("command", subcommands(build_parser()))
+def test_every_command_prints_its_help(command, capsys):
+    """argparse %-formats help lines: a bare "95 %" in a field's help would break `--help`."""
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command, "--help"])
+    assert exit_.value.code == 0 and "usage: fmnist" in capsys.readouterr().out
+
+
 def test_drift_shows_only_its_own_flags():
     flags = set(options(("drift",)))
     assert {"--bins", "--reference", "--model-dir", "--output", "--workdir", "--version"} <= flags
