@@ -32,6 +32,7 @@ from core.canary_rule import CanaryEvidence, Difference, percent
 from core.config import CanaryConfig, DriftConfig
 from core.errors import InputError
 from core.versions import has_saved_model
+from core.vocabulary import IMAGE_HEIGHT, IMAGE_WIDTH
 from monitoring.batches import Batch
 from monitoring.drift import MEANINGS, build_reference, check_drift, model_predictor
 from monitoring.estimated_accuracy import AccuracyEstimate, estimate_accuracy, find_estimator
@@ -71,7 +72,7 @@ def version_dir(serving_dir: str, model: str, version: int) -> str:
 def _traffic(requests: list[LoggedRequest], version: int) -> Traffic:
     mine = [r for r in requests if r.version == version]
     if not mine:
-        return Traffic(version, 0, np.zeros((0, 28, 28), np.uint8), None)
+        return Traffic(version, 0, np.zeros((0, IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8), None)
     answers = [r.probabilities for r in mine]
     logged = None if any(a is None for a in answers) else np.concatenate(answers)
     return Traffic(version, len(mine), np.concatenate([r.images for r in mine]), logged)
@@ -85,12 +86,10 @@ def split_traffic(files: list[str], model: str, canary: int, stable: int) -> tup
     start = min(canary_times) if canary_times else 0
     earlier = [r for r in requests if r.version == stable and r.logged_at < start]
     kept = [r for r in requests if r.logged_at >= start]
-    left_out = reading.skipped_text() if reading.skipped else ""
+    left_out = [reading.skipped_text()] if reading.skipped else []
     if earlier:
-        left_out += (
-            ", " if left_out else ""
-        ) + f"{len(earlier)} stable requests from before the canary's first"
-    return _traffic(kept, canary), _traffic(kept, stable), left_out
+        left_out.append(f"{len(earlier)} stable requests from before the canary's first")
+    return _traffic(kept, canary), _traffic(kept, stable), ", ".join(left_out)
 
 
 def _with_answers(traffic: Traffic, predict: Callable[[np.ndarray], np.ndarray]) -> Traffic:

@@ -327,12 +327,14 @@ def test_lineage_of_the_served_version_walks_back_to_the_spans(pipeline_runs: di
     assert canary.evaluation.baseline_model_uri == canary.warm_started_from
 
     assert chain.spans[0].examples == 2000
-    assert [h["action"] for h in chain.rollout_history] == ["push"]  # pushed as stable and canary at once
+    # its own push (stable and canary at once), then the second version's push beside it, as the canary
+    assert [h["action"] for h in chain.rollout_history] == ["push", "push"]
     assert chain.rollout_history[0]["after"] == {
         "stable": chain.version,
         "canary": chain.version,
         "history": [],
     }
+    assert chain.rollout_history[1]["after"]["canary"] == canary.version
     assert [h["after"]["canary"] for h in canary.rollout_history] == [canary.version]
 
     assert main(["lineage", "--workdir", config.workdir, "--json"]) == 0
