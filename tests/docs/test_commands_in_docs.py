@@ -24,10 +24,6 @@ from cli.main import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# A page written on another branch, linked from README.md and docs/loop.md before it is merged.
-# Remove this entry when docs/canary.md exists: from then on a link to it must resolve like any other.
-MAY_BE_MISSING_UNTIL_MERGED = frozenset({"docs/canary.md"})
-
 # Flags the pages show for other programs, outside any `fmnist` command line; every other flag a page names in
 # prose must be a flag of some `fmnist` subcommand, so a renamed flag cannot live on in a sentence either.
 OTHER_PROGRAMS_FLAGS = {
@@ -240,7 +236,7 @@ def link_problem(page: Path, target: str) -> str | None:
     file = (page.parent / path_part).resolve() if path_part else page
     shown = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else str(file)
     if not file.exists():
-        return None if shown in MAY_BE_MISSING_UNTIL_MERGED else f"{target}: no file {shown}"
+        return f"{target}: no file {shown}"
     if fragment and file.suffix == ".md" and fragment not in anchors_of(file):
         return f"{target}: {shown} has no heading whose anchor is #{fragment}"
     return None
