@@ -125,23 +125,34 @@ def training_data(
     return train, evaluation, steps_per_epoch
 
 
-def warm_start_from(model: tf.keras.Model, base_model_dir: str) -> str | None:
+def warm_start_from(
+    model: tf.keras.Model, base_model_dir: str, build: Callable[[], tf.keras.Model]
+) -> str | None:
     """Copy the weights of the model at `base_model_dir` into `model`; None if done, else why not.
 
     The base is the model serving now (TFX's `base_model` input). Weights are
     matched by their place in the model's object graph (a TensorFlow
     checkpoint restore), not by their order in a flat list, which differs
-    between a freshly built model and one loaded back. `model` must not be
-    compiled yet (`components.model.build_layers`): every object it has must
-    have a value in the checkpoint, and an optimizer's step counter has none in
-    a served model. A base with another architecture (the recipe changed)
-    cannot be copied: the model then trains from scratch.
+    between a freshly built model and one loaded back. A base with another
+    architecture (the recipe changed) cannot be copied: the model then trains
+    from scratch.
+
+    The restore goes into a twin from `build` (the same recipe, not compiled),
+    never into `model`: a served model exported as trained carries its
+    optimizer, and a checkpoint restore keeps what it could not place yet for
+    later, so `model`'s optimizer, made at `compile`, would take the served
+    run's step counter and the cosine schedule would start at its end, a
+    learning rate of 0 (seen in the week benchmark of 2026-12-02: four warm
+    epochs with a flat loss). The twin's weights are then set in `model` as a
+    list: both are built by the same code, so their order agrees.
     """
     checkpoint = tf.io.gfile.join(base_model_dir, tf.saved_model.VARIABLES_DIRECTORY, "variables")
+    twin = build()
     try:
-        model.load_weights(checkpoint).assert_existing_objects_matched().expect_partial()
+        twin.load_weights(checkpoint).assert_existing_objects_matched().expect_partial()
     except (ValueError, AssertionError) as err:  # a variable's shape differs / a layer has no counterpart
         return f"the served model's architecture differs ({str(err).split('. ')[0]})"
+    model.set_weights(twin.get_weights())
     return None
 
 
@@ -237,7 +248,9 @@ def run_fn(fn_args: FnArgs) -> None:
     if config.warm_start and fn_args.base_model and has_saved_model(fn_args.base_model):
         epochs = config.warm_start_epochs
         model = build_layers(config, steps_per_epoch * epochs)
-        why_not = warm_start_from(model, fn_args.base_model)
+        why_not = warm_start_from(
+            model, fn_args.base_model, lambda: build_layers(config, steps_per_epoch * epochs)
+        )
         write_warm_start(fn_args.model_run_dir, WarmStart(fn_args.base_model, why_not is None, why_not))
         if why_not:
             logging.warning("no warm start: %s; training from scratch", why_not)

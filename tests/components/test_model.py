@@ -37,29 +37,43 @@ def test_model_input_is_the_transformed_image():
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_warm_start_copies_the_served_weights_or_says_why_not(tmp_path: Path, precision: str):
-    """As the Trainer exports and restores: a bfloat16-trained model is served as a float32 rebuild,
-    which has no optimizer variables; the warm start restores into a model not compiled yet."""
+    """As the Trainer exports and restores: a float32-trained model is served as trained, with its
+    optimizer; a bfloat16-trained one as a float32 rebuild, which has none. Either way the
+    warm-started model learns: its optimizer starts at step 0, not where the served run's ended
+    (its cosine schedule had decayed to a learning rate of 0 there)."""
     import tensorflow as tf
 
     from components.model import build_layers, compile_model, float32_for_serving
 
     config = TrainingConfig(conv_filters=(4,), dense_units=8, precision=precision)
     trained = build_model(config, steps_per_epoch=1)
+    rng = np.random.default_rng(0)
+    trained.fit(
+        rng.random((32, PIXELS), np.float32), np.arange(32) % NUM_CLASSES, batch_size=4, epochs=3, verbose=0
+    )
     served = float32_for_serving(trained, config)
     served.save(str(tmp_path / "served"), save_format="tf")
     fresh = build_layers(config, planned_steps=4)
     pairs = list(zip(fresh.get_weights(), served.get_weights(), strict=True))
     assert not all(np.array_equal(a, b) for a, b in pairs)  # initialised apart
-    assert warm_start_from(fresh, str(tmp_path / "served")) is None
+    assert warm_start_from(fresh, str(tmp_path / "served"), lambda: build_layers(config, 4)) is None
     for got, want in zip(fresh.get_weights(), served.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     images = tf.random.uniform([3, PIXELS])
     np.testing.assert_allclose(fresh(images, training=False), served(images, training=False), atol=0.02)
-    compile_model(fresh, config, steps_per_epoch=1)
-    fresh.fit(tf.random.uniform([4, PIXELS]), tf.constant([0, 1, 2, 3]), epochs=1, verbose=0)  # trains on
+    compile_model(fresh, config, steps_per_epoch=2, epochs=2)
+    before = [weight.numpy().copy() for weight in fresh.trainable_weights]
+    fresh.fit(
+        tf.random.uniform([8, PIXELS]), tf.constant([0, 1, 2, 3] * 2), batch_size=4, epochs=1, verbose=0
+    )
+    assert int(fresh.optimizer.iterations) == 2  # its own steps only
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(before, fresh.trainable_weights, strict=True))
 
-    wider = build_layers(TrainingConfig(conv_filters=(8,), dense_units=8, precision=precision), 4)
-    assert "architecture differs" in warm_start_from(wider, str(tmp_path / "served"))
+    wider_config = TrainingConfig(conv_filters=(8,), dense_units=8, precision=precision)
+    wider = build_layers(wider_config, 4)
+    assert "architecture differs" in warm_start_from(
+        wider, str(tmp_path / "served"), lambda: build_layers(wider_config, 4)
+    )
 
 
 def test_training_config_round_trips_and_rejects_unknown_fields():
@@ -136,10 +150,13 @@ def test_flip_averaging_answers_the_same_for_an_image_and_its_mirror(slice_data:
 
     model.save(str(tmp_path / "served"), save_format="tf")  # and a warm start can take its weights
     fresh = build_layers(config, planned_steps=1)
-    assert warm_start_from(fresh, str(tmp_path / "served")) is None
+    assert warm_start_from(fresh, str(tmp_path / "served"), lambda: build_layers(config, 1)) is None
     np.testing.assert_allclose(fresh(tf.constant(images), training=False), got, atol=1e-5)
-    single = build_layers(dataclasses.replace(config, flip_averaging=False), planned_steps=1)
-    assert "architecture differs" in warm_start_from(single, str(tmp_path / "served"))
+    single_config = dataclasses.replace(config, flip_averaging=False)
+    single = build_layers(single_config, planned_steps=1)
+    assert "architecture differs" in warm_start_from(
+        single, str(tmp_path / "served"), lambda: build_layers(single_config, 1)
+    )
 
 
 def test_batch_norm_follows_the_weights_sooner_in_a_short_training_run():
