@@ -48,7 +48,16 @@ OTHER_PROGRAMS_FLAGS = {
         "--staging_location",
         "--temp_location",
     },
-    "benchmarks/*.py": {"--baseline", "--eval-dir", "--images", "--runs", "--table", "--train-images"},
+    "benchmarks/*.py": {
+        "--baseline",
+        "--eval-dir",
+        "--images",
+        "--last-day",
+        "--no-from-scratch",
+        "--runs",
+        "--table",
+        "--train-images",
+    },
 }
 
 SEPARATORS = re.compile(r"\s(?:&&|\|\||\||;)\s|\s&\s*$|\s&\s")
