@@ -282,7 +282,6 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M")
     flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
     workdirs = {name: setup_variant(root, name, gold) for name in flags}
-    rows: dict[str, list[dict]] = {name: [] for name in flags}
     result = {
         "command": " ".join(["python benchmarks/year_benchmark.py", *sys.argv[1:]]),
         "date": started,
@@ -290,7 +289,7 @@ def main() -> None:
         "span_images": args.span_images,
         "gold_images": args.gold_images,
         "run_flags": RUN_FLAGS,
-        **{name: {"flags": extra, "days": rows[name]} for name, extra in flags.items()},
+        **{name: {"flags": extra, "days": []} for name, extra in flags.items()},
     }
     spawn = multiprocessing.get_context("spawn")  # the workers write spans with TensorFlow: no fork
     days, barrier = spawn.Queue(), spawn.Barrier(len(flags))
@@ -303,7 +302,7 @@ def main() -> None:
     for day in range(1, args.days + 1):
         for _ in flags:
             name, row = days.get()
-            rows[name].append(row)
+            days_of(result, name).append(row)
             progress(name, row)
         save(result, Path(args.output), days_done=day)  # a long run killed part-way keeps its days
     for worker in workers:
