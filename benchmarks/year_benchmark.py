@@ -34,6 +34,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import resource
 import shutil
 import sqlite3
@@ -66,6 +67,7 @@ VARIANTS = {
     "unbounded": ["--no-apply-retention", "--window-images", "0"],
 }
 MLMD_TABLES = ("Artifact", "Execution", "Event", "Context")
+WORKER_CHECK_SECONDS = 30  # how often the main process looks for a dead worker while it waits
 
 
 def disk_bytes(root: Path) -> int:
@@ -247,6 +249,21 @@ def run_variant(name: str, extra: list[str], workdir: Path, args, barrier, days)
         barrier.wait()
 
 
+def next_day(days, workers: list) -> tuple[str, dict]:
+    """The next (variant, day) a worker finished; a worker that died instead stops the benchmark."""
+    while True:
+        try:
+            return days.get(timeout=WORKER_CHECK_SECONDS)
+        except queue.Empty:
+            dead = [w.name for w in workers if not w.is_alive() and w.exitcode != 0]
+            if dead:
+                for worker in workers:
+                    worker.terminate()
+                raise SystemExit(
+                    f"year benchmark: worker {', '.join(dead)} died; the days so far are saved"
+                ) from None
+
+
 def save(result: dict, path: Path, days_done: int) -> None:
     """Write the figures so far, atomically: the JSON always holds whole days."""
     partial = path.with_suffix(".json.partial")
@@ -294,14 +311,14 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")  # the workers write spans with TensorFlow: no fork
     days, barrier = spawn.Queue(), spawn.Barrier(len(flags))
     workers = [
-        spawn.Process(target=run_variant, args=(name, extra, workdirs[name], args, barrier, days))
+        spawn.Process(target=run_variant, name=name, args=(name, extra, workdirs[name], args, barrier, days))
         for name, extra in flags.items()
     ]
     for worker in workers:
         worker.start()
     for day in range(1, args.days + 1):
         for _ in flags:
-            name, row = days.get()
+            name, row = next_day(days, workers)
             days_of(result, name).append(row)
             progress(name, row)
         save(result, Path(args.output), days_done=day)  # a long run killed part-way keeps its days

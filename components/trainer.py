@@ -12,6 +12,7 @@ copies the whole directory, so every pushed version carries its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -247,10 +248,9 @@ def run_fn(fn_args: FnArgs) -> None:
     epochs, model = config.epochs, None
     if config.warm_start and fn_args.base_model and has_saved_model(fn_args.base_model):
         epochs = config.warm_start_epochs
-        model = build_layers(config, steps_per_epoch * epochs)
-        why_not = warm_start_from(
-            model, fn_args.base_model, lambda: build_layers(config, steps_per_epoch * epochs)
-        )
+        build = functools.partial(build_layers, config, steps_per_epoch * epochs)
+        model = build()
+        why_not = warm_start_from(model, fn_args.base_model, build)
         write_warm_start(fn_args.model_run_dir, WarmStart(fn_args.base_model, why_not is None, why_not))
         if why_not:
             logging.warning("no warm start: %s; training from scratch", why_not)

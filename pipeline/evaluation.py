@@ -40,9 +40,14 @@ CANDIDATE_MODEL_NAMES = ("", "candidate")
 def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
     """The gates against the served model, on the gold test set.
 
-    Beside the gates it measures, for the report: per class precision, recall
-    and one-vs-rest accuracy (TFMA's binarized metrics), and the calibration of
-    the top label (`components/evaluation_metrics.py`).
+    Beside the gates it measures, for the candidate's report only: per class
+    precision, recall and one-vs-rest accuracy (TFMA's binarized metrics), the
+    confusion matrix, and the calibration of the top label
+    (`components/evaluation_metrics.py`). Nothing else: TFMA's
+    default metrics (those compiled into the Keras model) are off, because
+    computing them reloads the Keras model in every metric combiner, which
+    was a third of the Evaluator's time on a 2,000-image gold set (py-spy,
+    docs/benchmarks.md), for figures no report reads.
 
     Overall accuracy: at least the floor (TFMA, on the point estimate), and at
     most `max_accuracy_drop` below the served model. Per class (a slice per
@@ -78,21 +83,34 @@ def make_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
         ),
     ]
     return tfma.EvalConfig(
+        options=tfma.Options(include_default_metrics={"value": False}),
         model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE, label_key=LABEL_KEY)],
         slicing_specs=[overall, per_class],
         metrics_specs=[
+            # Both models: what the gates read (the served model's accuracy beside the candidate's).
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     tfma.MetricConfig(
                         class_name="SparseCategoricalAccuracy", per_slice_thresholds=thresholds
                     ),
-                    tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
-                    tfma.MetricConfig(class_name="TopLabelCalibration", module=evaluation_metrics.__name__),
                 ]
             ),
-            # Per class, as a one-vs-rest binary problem: precision, recall, accuracy.
+            # The candidate alone: what only its report reads. Per class as a one-vs-rest binary problem
+            # (precision, recall, accuracy), the confusion matrix and the calibration. Ten one-vs-rest
+            # confusion matrices per model and slice were a third of the Evaluator's time. TFMA names
+            # the models "candidate" and "baseline" when there is a baseline, and turns this name into
+            # "" when there is one model (update_eval_config_with_defaults, tensorflow_model_analysis/
+            # utils/config_util.py).
             tfma.MetricsSpec(
+                model_names=[tfma.CANDIDATE_KEY],
+                metrics=[
+                    tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+                    tfma.MetricConfig(class_name="TopLabelCalibration", module=evaluation_metrics.__name__),
+                ],
+            ),
+            tfma.MetricsSpec(
+                model_names=[tfma.CANDIDATE_KEY],
                 metrics=evaluation_metrics.per_class_metric_configs(),
                 binarize=tfma.BinarizationOptions(class_ids={"values": list(range(NUM_CLASSES))}),
             ),

@@ -2,11 +2,12 @@
 
 TFX's own Do (TFMA) is replaced by a stand-in that blesses, as TFMA does when the floor holds; what is
 tested is what this project's executor adds: which config TFMA gets, the comparison it writes, and the
-blessing it withdraws.
+blessing it withdraws. The last tests run TFMA itself, on what the configuration asks it to measure.
 """
 
 import json
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.evaluation_metrics import PER_CLASS_METRICS, TOP_LABEL_CALIBRATION
 from components.evaluator import ServedBaselineExecutor, take_change_thresholds
 from components.gold_comparison import GOLD_COMPARISON_FILE, GoldComparison
 from core.config import EvaluationConfig
 from core.vocabulary import CLASS_NAMES, NUM_CLASSES
-from pipeline.evaluation import make_eval_config
+from pipeline.evaluation import ACCURACY_METRIC, accuracy_by_slice, make_eval_config
 from tests.components.stand_in_models import save_pixel_model, write_examples
 
 SHIRT = CLASS_NAMES.index("Shirt")
@@ -126,3 +128,45 @@ def test_an_empty_served_model_is_no_baseline_and_there_is_no_change_to_judge(
     assert standard_component_specs.BASELINE_MODEL_KEY not in call["inputs"]
     assert comparison.overall.served is None and comparison.per_class["Shirt"].candidate.value == 0.0
     assert blessed(blessing)
+
+
+CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"  # TFMA's name for MultiClassConfusionMatrixPlot
+
+
+def models_measured(evaluation: Path) -> dict[str, set[str]]:
+    """Metric or plot name -> the models TFMA measured it for ("" alone, or "candidate" and/or "baseline")."""
+    models = defaultdict(set)
+    for slice_metrics in tfma.load_metrics(str(evaluation)):
+        for kv in slice_metrics.metric_keys_and_values:
+            if not kv.key.is_diff:
+                models[kv.key.name].add(kv.key.model_name)
+    for slice_plots in tfma.load_plots(str(evaluation)):
+        for kv in slice_plots.plot_keys_and_values:
+            models[kv.key.name].add(kv.key.model_name)
+    return models
+
+
+def test_with_a_served_model_tfma_measures_the_per_class_metrics_of_the_candidate_alone(tmp_path: Path):
+    evaluate(tmp_path, shirts_wrong=0)  # TFMA itself: no stand-in for TFX's Do
+    measured = models_measured(tmp_path / "evaluation")
+    assert measured[ACCURACY_METRIC] == {tfma.CANDIDATE_KEY, tfma.BASELINE_KEY}
+    for name in [*(m.key for m in PER_CLASS_METRICS.values()), CONFUSION_MATRIX_PLOT, TOP_LABEL_CALIBRATION]:
+        assert measured[name] == {tfma.CANDIDATE_KEY}, name
+    report = accuracy_by_slice(str(tmp_path / "evaluation"))
+    assert set(report["per_class_binary"]) == set(CLASS_NAMES) and report["accuracy"] == 1.0
+
+
+def test_without_a_served_model_tfma_still_measures_the_per_class_metrics(tmp_path: Path):
+    evaluate(tmp_path, shirts_wrong=0, served=False)
+    measured = models_measured(tmp_path / "evaluation")
+    assert all(measured[metric.key] == {""} for metric in PER_CLASS_METRICS.values())
+    assert set(accuracy_by_slice(str(tmp_path / "evaluation"))["per_class_binary"]) == set(CLASS_NAMES)
+
+
+def test_tfma_does_not_reload_the_model_for_the_metrics_compiled_into_it(tmp_path: Path):
+    """TFMA computes a Keras model's compiled metrics by loading the model in each metric combiner."""
+    shared = tfma.default_eval_shared_model(
+        eval_saved_model_path=save_pixel_model(tmp_path / "model"),
+        eval_config=make_eval_config(EvaluationConfig()),
+    )
+    assert shared.include_default_metrics is False
