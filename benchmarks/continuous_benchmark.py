@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -151,10 +152,13 @@ def plot(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 11), height_ratios=[1, 1, 1.3])
     for name, style in (("warm_start", "o-"), ("from_scratch", "s--")):
         good = [r for r in result[name] if r["day"].isdigit()]
+        if not good:  # a week run with --no-from-scratch
+            continue
         days = [int(r["day"]) for r in good]
         label = name.replace("_", " ")
         top.plot(days, [r["accuracy"] for r in good], style, label=label)
@@ -167,6 +171,8 @@ def plot(result: dict, path: Path) -> None:
     top.set_ylabel("gold test accuracy")
     top.set_title("A week of data: each day's candidate (spans of 10,000 images)")
     top.legend()
+    for axis in (top, middle):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # days, not fractions of one
     middle.set_xlabel("day (span arriving)")
     middle.set_ylabel("wall time of the run (s)")
     middle.legend()
@@ -198,6 +204,8 @@ def outcome(row: dict) -> str:
 def print_table(result: dict) -> None:
     """One table per sequence: a row per day, as the README quotes it."""
     for name in ("warm_start", "from_scratch"):
+        if not result[name]:  # a week run with --no-from-scratch
+            continue
         print(f"\n{name.replace('_', ' ')}")
         print(f"{'day':<17}{'wall s':>8}{'Trainer s':>10}{'epochs':>7}{'accuracy':>10}  {'outcome':<30}"
               f"{'stable':>12}{'canary':>12}")  # fmt: skip
@@ -248,7 +256,7 @@ def main() -> None:
         scratch_days = [d for d in warm_days if d.isdigit()] if args.from_scratch else []
         scratch = pool.submit(sequence, "from_scratch", scratch_days, root, source, ["--no-warm-start"])
         result = {
-            "command": " ".join(["python benchmarks/continuous_benchmark.py", *sys.argv[1:]]),
+            "command": shlex.join(["python", "benchmarks/continuous_benchmark.py", *sys.argv[1:]]),
             "date": started,
             "cpus": os.cpu_count(),
             "note": "the two sequences run at the same time, sharing the host's cores"
