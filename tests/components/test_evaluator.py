@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_plot import (
+    MULTI_CLASS_CONFUSION_MATRIX_PLOT_NAME,
+)
 from tfx.components.evaluator import constants
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
@@ -130,9 +133,6 @@ def test_an_empty_served_model_is_no_baseline_and_there_is_no_change_to_judge(
     assert blessed(blessing)
 
 
-CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"  # TFMA's name for MultiClassConfusionMatrixPlot
-
-
 def models_measured(evaluation: Path) -> dict[str, set[str]]:
     """Metric or plot name -> the models TFMA measured it for ("" alone, or "candidate" and/or "baseline")."""
     models = defaultdict(set)
@@ -150,7 +150,11 @@ def test_with_a_served_model_tfma_measures_the_per_class_metrics_of_the_candidat
     evaluate(tmp_path, shirts_wrong=0)  # TFMA itself: no stand-in for TFX's Do
     measured = models_measured(tmp_path / "evaluation")
     assert measured[ACCURACY_METRIC] == {tfma.CANDIDATE_KEY, tfma.BASELINE_KEY}
-    for name in [*(m.key for m in PER_CLASS_METRICS.values()), CONFUSION_MATRIX_PLOT, TOP_LABEL_CALIBRATION]:
+    for name in [
+        *(m.key for m in PER_CLASS_METRICS.values()),
+        MULTI_CLASS_CONFUSION_MATRIX_PLOT_NAME,
+        TOP_LABEL_CALIBRATION,
+    ]:
         assert measured[name] == {tfma.CANDIDATE_KEY}, name
     report = accuracy_by_slice(str(tmp_path / "evaluation"))
     assert set(report["per_class_binary"]) == set(CLASS_NAMES) and report["accuracy"] == 1.0
