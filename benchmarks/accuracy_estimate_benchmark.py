@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from drift_benchmark import official_test_set
+from invocation import command_line
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
@@ -335,7 +336,7 @@ def main() -> None:
     cases = shifted_cases(test_images, test_labels, predict, estimator, other, args.images)
 
     result = {
-        "command": " ".join(["python benchmarks/accuracy_estimate_benchmark.py", *sys.argv[1:]]),
+        "command": command_line(),
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "model_dir": model_dir,

@@ -30,7 +30,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from invocation import command_line
 from pipeline_benchmark import newest_report, run_measured
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
@@ -256,7 +256,7 @@ def main() -> None:
         scratch_days = [d for d in warm_days if d.isdigit()] if args.from_scratch else []
         scratch = pool.submit(sequence, "from_scratch", scratch_days, root, source, ["--no-warm-start"])
         result = {
-            "command": shlex.join(["python", "benchmarks/continuous_benchmark.py", *sys.argv[1:]]),
+            "command": command_line(),
             "date": started,
             "cpus": os.cpu_count(),
             "note": "the two sequences run at the same time, sharing the host's cores"

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from invocation import command_line
 
 from core import idx
 from core.config import DriftConfig, PipelineConfig
@@ -121,7 +122,7 @@ def main() -> None:
     warm, warm_code = timed_cli(args.workdir, test_file, str(out))
 
     result = {
-        "command": " ".join(["python benchmarks/drift_benchmark.py", *sys.argv[1:]]),
+        "command": command_line(),
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "served_version": lineage.version,

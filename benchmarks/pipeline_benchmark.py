@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
+from invocation import command_line
 
 from pipeline.nodes import ALWAYS_RUN
 
@@ -205,7 +206,7 @@ def main() -> None:
         if args.baseline:
             baseline_runs.append(one_run(i + 1, args, "baseline", shlex.split(args.baseline)))
     result = {
-        "command": " ".join(["python benchmarks/pipeline_benchmark.py", *sys.argv[1:]]),
+        "command": command_line(),
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "cores": os.cpu_count(),

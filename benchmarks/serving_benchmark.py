@@ -30,13 +30,14 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+
+from invocation import command_line
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
@@ -324,7 +325,7 @@ def main() -> None:
         clients.close()
     single, runs = figures["single_image"], figures["concurrent_single_images"]
     result = {
-        "command": " ".join(["python benchmarks/serving_benchmark.py", *sys.argv[1:]]),
+        "command": command_line(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cores": os.cpu_count(),
         "model_dir": args.model_dir,

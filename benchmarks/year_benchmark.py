@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+from invocation import command_line
 from pipeline_benchmark import newest_report, run_measured
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
@@ -300,7 +301,7 @@ def main() -> None:
     flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
     workdirs = {name: setup_variant(root, name, gold) for name in flags}
     result = {
-        "command": " ".join(["python benchmarks/year_benchmark.py", *sys.argv[1:]]),
+        "command": command_line(),
         "date": started,
         "cpus": os.cpu_count(),
         "span_images": args.span_images,
