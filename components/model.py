@@ -19,6 +19,30 @@ from core.vocabulary import (
 )
 
 LONG_RUN_STEPS, LONG_RUN_MOMENTUM, SHORT_RUN_MOMENTUM = 1000, 0.99, 0.9
+KERAS_PACKAGE = "tf_keras"  # the Keras this project runs (`core` pins it)
+
+
+def keep_autograph_out_of_keras() -> None:
+    """Let AutoGraph leave tf_keras's own code as it is, as it leaves the `keras` package.
+
+    AutoGraph converts the Python of every function a `tf.function` calls,
+    except in the packages its rules name. TensorFlow 2.16's rules name `keras`
+    but not `tf_keras`, so every model build, first training step and export
+    transpiled Keras's internals anew: 1,142 functions in a small model's first
+    epoch, 14 of a small-loop Trainer's 47 s and 11 more building the model
+    (py-spy, 2026-12-02). Keras's code is written to run unconverted, and later
+    TensorFlow adds this very rule (`DoNotConvert("tf_keras")` in
+    tensorflow/python/autograph/core/config.py); the rules are a private module,
+    hence this one guarded function.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = autograph_config.CONVERSION_RULES
+    if not any(isinstance(r, autograph_config.DoNotConvert) and r.matches(KERAS_PACKAGE) for r in rules):
+        autograph_config.CONVERSION_RULES = (*rules, autograph_config.DoNotConvert(KERAS_PACKAGE))
+
+
+keep_autograph_out_of_keras()
 
 
 def _conv_block(x: tf.Tensor, filters: int, dropout: float, momentum: float) -> tf.Tensor:
@@ -153,6 +177,7 @@ class RandomErasing(tf.keras.layers.Layer):
         self.rate = rate
         self.seed = seed
 
+    @tf.autograph.experimental.do_not_convert  # plain Python: Keras passes `training` as a bool or None
     def call(self, images: tf.Tensor, training=None) -> tf.Tensor:
         if not training or not self.rate:
             return images
@@ -191,6 +216,7 @@ class FlipAveraging(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.backbone = backbone
 
+    @tf.autograph.experimental.do_not_convert  # plain Python: Keras passes `training` as a bool or None
     def call(self, images: tf.Tensor, training=None) -> tf.Tensor:
         if training:
             return self.backbone(images, training=True)
