@@ -33,6 +33,7 @@ OTHER_PROGRAMS_FLAGS = {
         "--model_config_file_poll_wait_seconds",
     },
     "docker": {"--mount", "--rm"},
+    "farm-bench (this host's side-by-side timer)": {"--warmup"},
     "git": {"--short"},
     "pip": {"--ignore-requires-python"},
     "tensorboard": {"--logdir"},
