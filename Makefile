@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 setup:
 	@scripts/setup.sh
 
-## Prepare the full data set and run the whole pipeline on it (8 to 16 minutes on 2 cores, by the host's speed).
+## Prepare the full data set and run the whole pipeline on it (8 to 21 minutes on 2 cores, by the host's speed).
 run: setup data pipeline
 
 data:

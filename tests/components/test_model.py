@@ -179,7 +179,7 @@ def test_building_and_training_the_model_leaves_keras_code_unconverted(monkeypat
 
     Before, TensorFlow 2.16 transpiled tf_keras's own Python (it spares only
     the `keras` package): 420 functions to build this model and 1,142 in a
-    small model's first epoch, a third of a small-loop Trainer's time.
+    small model's first epoch, 27.6 s of a small-loop Trainer's 46.8 s.
     """
     from tensorflow.python.autograph.pyct import transpiler
 
