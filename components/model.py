@@ -30,9 +30,10 @@ def keep_autograph_out_of_keras() -> None:
     but not `tf_keras`, so every model build, first training step and export
     transpiled Keras's internals anew: 1,142 functions in a small model's first
     epoch, 27.6 s of a small-loop Trainer's 46.8 s (py-spy, 2026-12-02).
-    Keras's code is written to run unconverted, and later TensorFlow adds this very rule (`DoNotConvert("tf_keras")` in
-    tensorflow/python/autograph/core/config.py); the rules are a private module,
-    hence this one guarded function.
+    Keras's code is written to run unconverted, and later TensorFlow adds this
+    very rule (`DoNotConvert("tf_keras")` in
+    tensorflow/python/autograph/core/config.py); the rules are a private
+    module, hence this one guarded function.
     """
     from tensorflow.python.autograph.core import config as autograph_config
 
