@@ -51,7 +51,7 @@ import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 # isort: split
 from core.vocabulary import MODEL_NAME
 from ingest.prepare import DEBIAN_DIR, OFFICIAL_FILES, parse_split, prepare_dataset, read_split
-from ingest.spans import write_span
+from ingest.spans import span_dir, write_span
 from release.rollout import read_rollout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +90,8 @@ def mlmd_rows(path: Path) -> dict[str, int]:
 
 def one_day(day: int, workdir: Path, images, labels, flags: list[str], logs: Path) -> dict:
     span_images = len(images)
-    write_span(str(workdir / "data"), images, labels, f"official training images, day {day}", span=day)
+    if not os.path.exists(span_dir(str(workdir / "data"), day)):  # a resumed day's span may be written
+        write_span(str(workdir / "data"), images, labels, f"official training images, day {day}", span=day)
     log = logs / f"{workdir.name}-day-{day:03d}.log"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     measured = run_measured([FMNIST, "run", "--workdir", str(workdir), *RUN_FLAGS, *flags], log)
@@ -235,7 +236,7 @@ def print_table(result: dict, every: int = 5) -> None:
     print(json.dumps(result["summary"], indent=2))
 
 
-def run_variant(name: str, extra: list[str], workdir: Path, args, barrier, days) -> None:
+def run_variant(name: str, extra: list[str], workdir: Path, args, first: int, barrier, days) -> None:
     """One variant's days, in its own process so that its CPU seconds are its own.
 
     The two variants run side by side, one core each, in step day by day (the
@@ -243,7 +244,7 @@ def run_variant(name: str, extra: list[str], workdir: Path, args, barrier, days)
     """
     train = read_split(Path(args.source_dir), OFFICIAL_FILES["train"])
     images, labels = parse_split(train, "train", OFFICIAL_FILES["train"])
-    for day in range(1, args.days + 1):
+    for day in range(first, args.days + 1):
         start = ((day - 1) * args.span_images) % len(images)
         span = images[start : start + args.span_images], labels[start : start + args.span_images]
         days.put((name, one_day(day, workdir, *span, extra, workdir.parent)))
@@ -272,6 +273,32 @@ def save(result: dict, path: Path, days_done: int) -> None:
     partial.replace(path)
 
 
+def fresh_result(args, started: str, flags: dict) -> dict:
+    return {
+        "command": command_line(),
+        "date": started,
+        "cpus": os.cpu_count(),
+        "span_images": args.span_images,
+        "gold_images": args.gold_images,
+        "run_flags": RUN_FLAGS,
+        **{name: {"flags": extra, "days": []} for name, extra in flags.items()},
+    }
+
+
+def resumed(path: Path, started: str) -> tuple[dict, int]:
+    """The saved days and the first day to run: a run killed part-way goes on where it stopped.
+
+    The killed day is run again from the start on the variants' workdirs as the
+    kill left them, which is itself the case retention and the runner must
+    survive; the JSON records where and when the run was resumed.
+    """
+    result = json.loads(path.read_text())
+    first = result.pop("days_done") + 1
+    result.pop("summary", None)
+    result.setdefault("resumed", []).append({"day": first, "date": started, "command": command_line()})
+    return result, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +311,11 @@ def main() -> None:
     parser.add_argument("--window-images", type=int, default=10_000, help="the bounded variant's window")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "year.json"))
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last whole day in --output, with the variants' workdirs as they are",
+    )
+    parser.add_argument(
         "--table", action="store_true", help="print the table and redraw the plot of --output"
     )
     args = parser.parse_args()
@@ -295,29 +327,27 @@ def main() -> None:
         return
     root = Path(args.workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    gold = root / "gold"
-    prepare_dataset(Path(args.source_dir), gold, limit=args.gold_images)  # its test split: the gold set
     started = time.strftime("%Y-%m-%d %H:%M")
     flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
-    workdirs = {name: setup_variant(root, name, gold) for name in flags}
-    result = {
-        "command": command_line(),
-        "date": started,
-        "cpus": os.cpu_count(),
-        "span_images": args.span_images,
-        "gold_images": args.gold_images,
-        "run_flags": RUN_FLAGS,
-        **{name: {"flags": extra, "days": []} for name, extra in flags.items()},
-    }
+    if args.resume:
+        result, first = resumed(Path(args.output), started)
+        workdirs = {name: root / name for name in flags}
+    else:
+        gold = root / "gold"
+        prepare_dataset(Path(args.source_dir), gold, limit=args.gold_images)  # its test split: the gold set
+        workdirs = {name: setup_variant(root, name, gold) for name in flags}
+        result, first = fresh_result(args, started, flags), 1
     spawn = multiprocessing.get_context("spawn")  # the workers write spans with TensorFlow: no fork
     days, barrier = spawn.Queue(), spawn.Barrier(len(flags))
     workers = [
-        spawn.Process(target=run_variant, name=name, args=(name, extra, workdirs[name], args, barrier, days))
+        spawn.Process(
+            target=run_variant, name=name, args=(name, extra, workdirs[name], args, first, barrier, days)
+        )
         for name, extra in flags.items()
     ]
     for worker in workers:
         worker.start()
-    for day in range(1, args.days + 1):
+    for day in range(first, args.days + 1):
         for _ in flags:
             name, row = next_day(days, workers)
             days_of(result, name).append(row)
