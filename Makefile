@@ -3,7 +3,7 @@ VENV ?= .venv
 WORKDIR ?= workdir
 BIN := $(VENV)/bin
 
-.PHONY: setup run data pipeline test test-fast lint format bench bench-week bench-serving bench-drift bench-estimate clean
+.PHONY: setup run data pipeline test test-fast lint format bench bench-week bench-year bench-serving bench-drift bench-estimate clean
 
 setup:
 	@scripts/setup.sh
@@ -55,6 +55,10 @@ bench-estimate: setup
 ## A week of data: six spans arriving one per run, warm start vs from scratch, two bad days (about an hour).
 bench-week: setup
 	$(BIN)/python benchmarks/continuous_benchmark.py --workdir $(WORKDIR)/bench-week
+
+## A year of data, compressed: 60 daily spans with retention and a bounded window against none (3.5 hours here).
+bench-year: setup
+	$(BIN)/python benchmarks/year_benchmark.py --workdir $(WORKDIR)/bench-year
 
 clean:
 	rm -rf $(WORKDIR)

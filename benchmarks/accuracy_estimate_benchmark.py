@@ -14,10 +14,12 @@ those of its training window, found through ML Metadata lineage.
 It is then checked on the official test images, clean and under each shift of
 `monitoring.shifts.SHIFT_FAMILIES` (kinds the estimator never saw at fit time)
 at each strength: per case the true accuracy, the estimate and its 90 %
-interval, and for comparison plain mean confidence (the baseline), difference
-of confidences (DoC), ATC on the top probability (ATC-MC) and the class-mix
-ceiling; per predicted class the same for DoC (chosen), mean confidence and
-ATC with per-class thresholds. Summary: mean absolute error of each method,
+interval and the reading it took (COT, or a change of class mix), and for
+comparison plain mean confidence (the baseline), difference of confidences
+(DoC), Average Thresholded Confidence on negative entropy (ATC-NE, the method
+before COT) and on the top probability (ATC-MC), and the class-mix ceiling;
+per predicted class the same for DoC (chosen), mean confidence and ATC with
+per-class thresholds. Summary: mean absolute error of each method,
 coverage and width of the interval (and of the chance-only interval, to show
 why it is widened), the worst cases.
 
@@ -41,8 +43,9 @@ from invocation import command_line
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
 # isort: split
+from components.trainer import fit_sample
 from core import accuracy_estimate as ae
-from core.config import PipelineConfig
+from core.config import PipelineConfig, TrainingConfig
 from core.examples import read_labelled_images, split_files
 from core.synthetic_shifts import FIT_SHIFTS
 from core.vocabulary import CLASS_NAMES, NUM_CLASSES
@@ -55,6 +58,7 @@ RESULTS = REPO / "benchmarks" / "results"
 EVAL_SPLIT = "Split-eval"
 CLEAN = "none"
 WORST_SHOWN = 5
+ATC_SCORES = {"atc_ne": ae.SCORE_NEGATIVE_ENTROPY, "atc_mc": ae.SCORE_MAX_CONFIDENCE}  # the comparisons
 
 
 def progress(message: str) -> None:
@@ -95,16 +99,18 @@ class Comparisons:
     def __init__(self, p: np.ndarray, labels: np.ndarray):
         correct = p.argmax(axis=1) == labels
         self.doc_offset = float(correct.mean() - p.max(axis=1).mean())
-        self.atc_mc = ae.fit(p, labels, score=ae.SCORE_MAX_CONFIDENCE)
+        self.atc = {  # name -> (score, threshold)
+            name: (score, ae.atc_threshold(ae.confidence_scores(p, score), correct))
+            for name, score in ATC_SCORES.items()
+        }
         self.thresholds = class_thresholds(p, labels)
 
     def overall(self, p: np.ndarray) -> dict[str, float]:
         confidence = float(p.max(axis=1).mean())
-        return {
-            "mean_confidence": confidence,
-            "doc": confidence + self.doc_offset,
-            "atc_mc": self.atc_mc.overall_reading(p).value,
+        atc = {
+            name: float(np.mean(ae.confidence_scores(p, score) > t)) for name, (score, t) in self.atc.items()
         }
+        return {"mean_confidence": confidence, "doc": confidence + self.doc_offset, **atc}
 
     def per_class_atc(self, p: np.ndarray, k: int) -> float | None:
         mine = p[p.argmax(axis=1) == k]
@@ -144,6 +150,7 @@ def one_case(
         "chance_only_low": chance_only[0],
         "chance_only_high": chance_only[1],
         "ceiling": got.ceiling,
+        "reading": got.method,
         **other.overall(p),
         "per_class": per_class,
     }
@@ -184,19 +191,18 @@ def summary(cases: list[dict]) -> dict:
     return {
         "cases": len(shifted),
         "mae_points": {
-            "atc_ne": mae([(c["estimate"], c["true"]) for c in shifted]),
+            "estimate": mae([(c["estimate"], c["true"]) for c in shifted]),
             "mean_confidence": mae([(c["mean_confidence"], c["true"]) for c in shifted]),
             "doc": mae([(c["doc"], c["true"]) for c in shifted]),
+            "atc_ne": mae([(c["atc_ne"], c["true"]) for c in shifted]),
             "atc_mc": mae([(c["atc_mc"], c["true"]) for c in shifted]),
-            "min_of_atc_ne_and_ceiling": mae(
-                [(min(c["estimate"], c["ceiling"]), c["true"]) for c in shifted]
-            ),
         },
         "mae_points_true_accuracy_70_or_more": {
             "cases": len(moderate),
-            "atc_ne": mae([(c["estimate"], c["true"]) for c in moderate]),
+            "estimate": mae([(c["estimate"], c["true"]) for c in moderate]),
             "mean_confidence": mae([(c["mean_confidence"], c["true"]) for c in moderate]),
         },
+        "read_as_class_mix": [c["case"] for c in cases if c["reading"] == ae.METHOD_CLASS_MIX],
         "clean_test_set": {k: clean[k] for k in ("true", "estimate", "low", "high", "mean_confidence")},
         "covered": f"{sum(c['low'] <= c['true'] <= c['high'] for c in shifted)}/{len(shifted)}",
         "coverage": covered(shifted, "low", "high"),
@@ -225,8 +231,8 @@ def summary(cases: list[dict]) -> dict:
 def headline(s: dict) -> str:
     mae_points, per_class = s["mae_points"], s["per_class"]
     return (
-        f"over {s['cases']} shifted cases: MAE {mae_points['atc_ne']} points (ATC-NE), "
-        f"{mae_points['mean_confidence']} (mean confidence), {mae_points['atc_mc']} (ATC-MC); "
+        f"over {s['cases']} shifted cases: MAE {mae_points['estimate']} points (COT / class mix), "
+        f"{mae_points['mean_confidence']} (mean confidence), {mae_points['atc_ne']} (ATC-NE); "
         f"interval holds the truth in {s['covered']} (chance only: {s['coverage_chance_only']:.0%}), "
         f"mean width {s['mean_width_points']} points; per class: MAE {per_class['mae_points_doc']} points "
         f"(DoC), coverage {per_class['coverage']:.0%}"
@@ -234,12 +240,16 @@ def headline(s: dict) -> str:
 
 
 def table(cases: list[dict]) -> str:
-    lines = [f"{'case':<40} {'true':>6} {'ATC-NE':>7} {'90 % interval':>15}  {'mean conf':>9}  inside"]
+    lines = [
+        f"{'case':<40} {'true':>6} {'estimate':>8} {'90 % interval':>15}  {'reading':<9} {'mean conf':>9} "
+        f"{'ATC-NE':>7}  inside"
+    ]
     for c in cases:
         inside = "yes" if c["low"] <= c["true"] <= c["high"] else "NO"
+        reading = "class mix" if c["reading"] == ae.METHOD_CLASS_MIX else "COT"
         lines.append(
-            f"{c['case']:<40} {c['true']:>6.3f} {c['estimate']:>7.3f} [{c['low']:.3f}, {c['high']:.3f}]"
-            f"  {c['mean_confidence']:>9.3f}  {inside}"
+            f"{c['case']:<40} {c['true']:>6.3f} {c['estimate']:>8.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+            f"  {reading:<9} {c['mean_confidence']:>9.3f} {c['atc_ne']:>7.3f}  {inside}"
         )
     return "\n".join(lines)
 
@@ -261,7 +271,7 @@ def _panel(
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1, label="estimate = truth")
     ax.errorbar(
         true, estimate, yerr=errors, fmt="o", color="tab:blue", alpha=0.7, elinewidth=1, capsize=2,
-        markersize=5, label="ATC-NE and its 90 % interval",
+        markersize=5, label="the estimate (COT, or class mix) and its 90 % interval",
     )  # fmt: skip
     ax.scatter(true, [c["mean_confidence"] for c in shown], marker="x", color="tab:orange",
                label="mean confidence (baseline)")  # fmt: skip
@@ -278,7 +288,7 @@ def _panel(
 
 
 def plot(cases: list[dict], path: Path) -> None:
-    """True accuracy across, estimate up: ATC-NE with its interval, mean confidence beside it.
+    """True accuracy across, estimate up: the estimate with its interval, mean confidence beside it.
 
     All cases on the left; the mild shifts enlarged on the right. Misses are named on one of them.
     """
@@ -315,6 +325,11 @@ def main() -> None:
     parser.add_argument(
         "--images", type=int, default=10000, help="test images per case (a fixed random subset)"
     )
+    parser.add_argument(
+        "--fit-images",
+        type=int,
+        help="fit on a seeded sample of this many eval images, as the Trainer does (default: all of them)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "accuracy_estimate.json"))
     parser.add_argument("--plot", default=str(RESULTS / "accuracy_estimate.png"))
     args = parser.parse_args()
@@ -327,6 +342,10 @@ def main() -> None:
 
     predict = model_predictor(model_dir)
     images, labels = held_out(eval_dirs)
+    split_images = len(labels)
+    if args.fit_images:
+        chosen = fit_sample(len(labels), args.fit_images, TrainingConfig().seed)  # the Trainer's own sample
+        images, labels = images[chosen], labels[chosen]
     progress(f"fitting on {len(images)} held-out images and {len(FIT_SHIFTS)} synthetic shifts of them")
     started = time.monotonic()
     estimator = ae.fit_from_model(predict, images, labels)
@@ -341,7 +360,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "model_dir": model_dir,
         "version": version,
-        "held_out": {"eval_dirs": eval_dirs, "images": len(images)},
+        "held_out": {"eval_dirs": eval_dirs, "images": len(images), "of_eval_images": split_images},
         "fit_seconds": fit_seconds,
         "method": ae.METHOD,
         "estimator": json.loads(estimator.to_json()),

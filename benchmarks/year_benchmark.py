@@ -211,6 +211,8 @@ def plot(result: dict, path: Path) -> None:
     axes[3].set_ylabel("gold accuracy of the day's candidate")
     axes[3].set_xlabel("day")
     for ax in axes:
+        for resumed in result.get("resumed", []):  # another session: the host may differ from here on
+            ax.axvline(resumed["day"] - 0.5, color="grey", linestyle=":", label=f"resumed {resumed['date']}")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()

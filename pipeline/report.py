@@ -139,8 +139,7 @@ def estimator_facts(model_dir: str) -> dict[str, Any] | None:
         "method": fitted.method,
         "held_out_images": fitted.held_out_examples,
         "held_out_accuracy": fitted.held_out_accuracy,
-        "score": fitted.score,
-        "threshold": fitted.threshold,
+        "class_mix_tolerance": fitted.class_mix_tolerance,
         "margins": {
             "low": fitted.margin_low,
             "high": fitted.margin_high,
@@ -324,8 +323,8 @@ def _estimator_lines(facts: dict[str, Any] | None) -> list[str]:
     m = facts["margins"]
     return [
         f"accuracy estimator ({facts['method']}): fitted on {facts['held_out_images']:,} held-out eval "
-        f"images, {facts['held_out_accuracy']:.4f} right there; threshold {facts['threshold']:.4f} "
-        f"({facts['score'].replace('_', ' ')})",
+        f"images, {facts['held_out_accuracy']:.4f} right there; a batch reads as a change of class mix "
+        f"within {facts['class_mix_tolerance']:.2f} chance residuals",
         f"  interval margins from {facts['fit_shifts']} synthetic shifts (widening per point of departure): "
         f"overall {m['low']:.2f} down, {m['high']:.2f} up; per class {m['class_low']:.2f} "
         f"down, {m['class_high']:.2f} up",

@@ -48,8 +48,9 @@ def test_the_exported_model_carries_an_estimator_fitted_on_its_served_answers(ex
     unwidened = ae.fit(answers, labels[chosen])  # the same answers, fitted without the shifts
     assert estimator.held_out_examples == 200
     assert estimator.held_out_accuracy == unwidened.held_out_accuracy
-    assert estimator.threshold == pytest.approx(unwidened.threshold)
-    assert estimator.fit_shifts == tuple(FIT_SHIFTS) and estimator.margin_low > 0
+    assert estimator.held_out_spread == pytest.approx(unwidened.held_out_spread)
+    assert estimator.confusion == unwidened.confusion
+    assert estimator.fit_shifts == tuple(FIT_SHIFTS) and estimator.margin_low + estimator.margin_high > 0
     load_version("candidate", 1, model_dir)  # still loads, warmup included, as a server loads it
 
 
@@ -79,7 +80,8 @@ def test_the_run_report_summarises_the_fit_in_two_lines(exported: dict, tmp_path
     )
     facts = estimator_facts(model_dir)
     assert facts["held_out_images"] == 250 and facts["held_out_accuracy"] == fitted.held_out_accuracy
-    assert facts["margins"]["low"] == fitted.margin_low and facts["threshold"] == fitted.threshold
+    assert facts["margins"]["low"] == fitted.margin_low
+    assert facts["class_mix_tolerance"] == fitted.class_mix_tolerance
     text = format_report(RunReport("r", model=ModelFacts(accuracy_estimator=facts)))
     lines = [line for line in text.splitlines() if "accuracy estimator" in line or "interval margins" in line]
     assert len(lines) == 2

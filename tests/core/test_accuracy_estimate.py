@@ -22,7 +22,7 @@ from core.vocabulary import ACCURACY_ESTIMATE_FILE, CLASS_NAMES, NUM_CLASSES
 
 HELD_OUT, BATCH = 4000, 2000
 SPREAD = 4.0  # logits' standard deviation in distribution
-DRAWS = 300
+DRAWS = 200
 SHIRT = 6
 
 
@@ -72,7 +72,7 @@ def test_in_distribution_the_estimate_recovers_the_accuracy_within_chance():
     reading = estimator.overall_reading(p)
     assert abs(reading.value - accuracy(p, labels)) <= 3 * reading.sd
     got = estimator.estimate(p)
-    assert got.value == reading.value and got.n == BATCH and got.method == ae.METHOD
+    assert got.value == reading.value and got.n == BATCH and got.method == ae.METHOD_CLASS_MIX
     predicted = p.argmax(axis=1)
     for k, class_reading in enumerate(estimator.class_readings(p)):
         truth = float(np.mean(labels[predicted == k] == k))
@@ -80,13 +80,16 @@ def test_in_distribution_the_estimate_recovers_the_accuracy_within_chance():
 
 
 @pytest.mark.parametrize(("spread", "overconfidence"), [(3.0, 2.0), (2.5, 3.0)])
-def test_under_shift_atc_beats_mean_confidence_when_the_model_is_overconfident(spread, overconfidence):
+def test_under_shift_the_estimate_beats_mean_confidence_when_the_model_is_overconfident(
+    spread, overconfidence
+):
     rng = np.random.default_rng(2)
     estimator = ae.fit(*answers(rng, HELD_OUT))
     p, labels = answers(rng, BATCH, spread, overconfidence)
     truth = accuracy(p, labels)
-    atc_error = abs(estimator.estimate(p).value - truth)
-    assert atc_error < abs(ae.mean_confidence(p) - truth)
+    got = estimator.estimate(p)
+    assert got.method == ae.METHOD_TRANSPORT  # changed inputs are not read as a change of class mix
+    assert abs(got.value - truth) < abs(ae.mean_confidence(p) - truth)
     assert (
         ae.mean_confidence(p) - truth > 3 * estimator.overall_reading(p).sd
     )  # the baseline is off, not noisy
@@ -127,18 +130,49 @@ def test_margins_fitted_on_shifts_make_the_interval_hold_where_chance_alone_does
     assert np.mean(chance_only) < ae.INTERVAL_LEVEL
 
 
-def test_answers_piling_onto_one_class_widen_the_interval_downwards(fitted):
-    """All answers name one class, confidently: the estimate stays high, the interval reaches down."""
+def test_confident_answers_piling_onto_one_class_are_read_as_wrong_not_as_a_class_mix(fitted):
+    """All answers name one class, confidently, yet do not look like that label's held-out answers:
+    transport must carry all but the class's held-out share elsewhere, so the estimate falls to about
+    that share (the ceiling), where mean confidence and ATC would stay high."""
     p, _ = answers(np.random.default_rng(5), BATCH * 5)
     confident = p[(p.argmax(axis=1) == 0) & (p.max(axis=1) > 0.99)]
     one_class = fitted.estimate(confident)
-    assert one_class.value > fitted.held_out_accuracy and one_class.low > 0
-    reading = fitted.overall_reading(confident)
-    assert reading.pile_up > reading.departure
-    assert one_class.value - one_class.low > ae.Z_90 * reading.sd + fitted.margin_low * reading.departure
-    assert one_class.value - one_class.low > 2 * (one_class.high - one_class.value)
+    assert one_class.method == ae.METHOD_TRANSPORT
     assert one_class.ceiling == pytest.approx(fitted.class_shares[0])
-    assert fitted.estimate(p).ceiling > one_class.ceiling
+    assert one_class.value == pytest.approx(one_class.ceiling, abs=0.02)
+    assert ae.mean_confidence(confident) > 0.99
+    assert fitted.overall_reading(confident).pile_up > 0.7
+    assert one_class.low < one_class.value < one_class.high
+
+
+def test_a_change_of_class_mix_is_read_as_one_and_follows_each_labels_held_out_recall():
+    """Requests that are mostly the class the model finds hardest: accuracy falls by the labels' recall,
+    which the class-mix reading gives; transport, holding the held-out mix, would read the crowding of
+    answers on that class as wrong and fall much further."""
+    rng = np.random.default_rng(13)
+    estimator = ae.fit(*shirt_overconfident(rng, HELD_OUT))
+    p, labels = shirt_overconfident(rng, BATCH * 4)
+    weights = np.where(labels == SHIRT, 1.0, 0.1)
+    keep = rng.random(len(p)) < weights / weights.max()
+    p, labels = p[keep], labels[keep]
+    assert np.mean(labels == SHIRT) > 0.4
+    got = estimator.estimate(p)
+    assert got.method == ae.METHOD_CLASS_MIX
+    reading = estimator.overall_reading(p)
+    assert abs(got.value - accuracy(p, labels)) <= 3 * reading.sd
+    assert got.low <= accuracy(p, labels) <= got.high
+    transport = estimator.overall_reading(p, mix=None)
+    assert accuracy(p, labels) - transport.value > 5 * reading.sd
+
+
+def test_transport_credit_charges_only_answers_beyond_their_class_share():
+    """Ten one-hot answers, one per class, against equal shares: nothing moves, all credited. The same
+    answers all naming class 0: nine of ten must move at full cost."""
+    spread = np.eye(NUM_CLASSES)
+    shares = np.full(NUM_CLASSES, 1 / NUM_CLASSES)
+    assert ae.transport_credit(spread, shares).mean() == pytest.approx(1, abs=0.01)
+    piled = np.tile(np.eye(NUM_CLASSES)[0], (NUM_CLASSES, 1))
+    assert ae.transport_credit(piled, shares).mean() == pytest.approx(0.1, abs=0.01)
 
 
 def test_a_small_unshifted_batch_does_not_pile_up_by_chance(fitted):
@@ -149,7 +183,7 @@ def test_a_small_unshifted_batch_does_not_pile_up_by_chance(fitted):
         p, _ = answers(rng, 200)
         shares = np.bincount(p.argmax(axis=1), minlength=NUM_CLASSES) / len(p)
         strayed.append(np.maximum(shares - fitted.class_shares, 0).sum())
-        piled.append(fitted.overall_reading(p).pile_up)
+        piled.append(fitted.overall_reading(p, mix=None).pile_up)
     assert np.mean(piled) < 0.25 * np.mean(strayed)
 
 
@@ -229,13 +263,13 @@ def test_bad_labels_and_files_are_refused(fitted, tmp_path):
     with pytest.raises(InputError, match="not an accuracy estimator"):
         ae.Estimator.from_json("[1, 2]")
     fields = dataclasses.asdict(fitted)
-    del fields["threshold"]
-    with pytest.raises(InputError, match="threshold"):
-        ae.Estimator.from_json(json.dumps({"format_version": 1, "method": "x", **fields}))
+    del fields["cells"]
+    with pytest.raises(InputError, match="cells"):
+        ae.Estimator.from_json(json.dumps({"format_version": ae.FORMAT_VERSION, "method": "x", **fields}))
     with pytest.raises(InputError, match="needs 10 figures per class"):
         dataclasses.replace(fitted, class_offset=fitted.class_offset[:9])
-    with pytest.raises(InputError, match="unknown confidence score 'margin'"):
-        dataclasses.replace(fitted, score="margin")
+    with pytest.raises(InputError, match="10 x 10 confusion shares"):
+        dataclasses.replace(fitted, confusion=tuple(row[:9] for row in fitted.confusion))
 
 
 def test_fit_from_model_answers_the_held_out_images_and_each_shift_of_them():

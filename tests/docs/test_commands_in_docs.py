@@ -52,9 +52,11 @@ OTHER_PROGRAMS_FLAGS = {
     "benchmarks/*.py": {
         "--baseline",
         "--eval-dir",
+        "--fit-images",
         "--images",
         "--last-day",
         "--no-from-scratch",
+        "--resume",
         "--runs",
         "--table",
         "--train-images",
