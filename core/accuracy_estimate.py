@@ -116,6 +116,11 @@ TRANSPORT_SMOOTHING = (1e-1, 1e-2, 1e-3)
 CLASS_MIX_DRAWS, CLASS_MIX_SEED = 60, 0  # class-mix resamples of held-out answers that fit the check
 
 
+class OutdatedEstimatorError(InputError):
+    """An estimator written in another format (a model exported before this method): not an error of
+    the batch or the request, so readers say there is no estimate and go on."""
+
+
 @dataclass(frozen=True)
 class ClassEstimate:
     """Estimated accuracy of the answers naming one class (its precision); None when too few."""
@@ -351,7 +356,9 @@ class Estimator:
         except (ValueError, KeyError, AttributeError, TypeError) as err:
             raise InputError(f"not an accuracy estimator's JSON ({err})") from err
         if version != FORMAT_VERSION:
-            raise InputError(f"accuracy estimator format {version}; this code reads {FORMAT_VERSION}")
+            raise OutdatedEstimatorError(
+                f"accuracy estimator format {version}; this code reads {FORMAT_VERSION}"
+            )
         tuples = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
         nested = {"confusion", "cells"}
         try:
@@ -642,10 +649,13 @@ def save_estimator(estimator: Estimator, path: str) -> None:
 
 
 def load_estimator(path: str) -> Estimator:
-    """The estimator saved at `path`; a missing or unreadable file is an InputError naming it."""
+    """The estimator saved at `path`; a missing or unreadable file is an InputError naming it.
+
+    Another format raises OutdatedEstimatorError (an InputError), also naming the file.
+    """
     if not storage.exists(path):
         raise InputError(f"{path}: no accuracy estimator (was the model exported before estimates existed?)")
     try:
         return Estimator.from_json(storage.read_text(path))
     except InputError as err:
-        raise InputError(f"{path}: {err}") from err
+        raise type(err)(f"{path}: {err}") from err

@@ -214,11 +214,13 @@ def _estimate_details(accuracy: AccuracyEstimate) -> str:
     return f"""<p>Estimated without labels from {html.escape(accuracy.answers)} for these {e.n:,} images,
 by {which} accuracy estimator, method {html.escape(e.method)}, fitted when the model was trained on
 {fitted.held_out_examples:,} held-out images it had never trained on (it answered
-{percent(fitted.held_out_accuracy)} of them right). The estimate reads how sure the model is of its
-answers, so answers that are wrong yet confident (a kind of image the model has never seen, such as
-inverted ones) leave it too high; labelling a fair sample of the requests tells for sure
-(<code>fmnist data requests</code>, in log order). The interval is wider the further the batch moved
-from the held-out images.</p>{caution}
+{percent(fitted.held_out_accuracy)} of them right). It reads how sure the model is of its answers
+and how they spread over the classes. If they look like the held-out answers in other proportions, the
+estimate takes the mix of classes as changed (method "class mix changed"); otherwise answers that crowd
+onto a class beyond its usual share count as wrong, however sure (method "COT"). Answers that are wrong
+yet confident and spread as usual (strong rotation or translation) leave it too high; labelling a fair
+sample of the requests tells for sure (<code>fmnist data requests</code>, in log order). The interval
+is wider the further the batch moved from the held-out images.</p>{caution}
 <table><tr><th>the model answered</th><th>answers</th><th>estimated accuracy</th><th>90 % interval</th></tr>
 {rows}</table>"""
 

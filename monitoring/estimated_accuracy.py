@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from core import storage
-from core.accuracy_estimate import Estimate, Estimator, estimator_path, load_estimator
+from core.accuracy_estimate import Estimate, Estimator, OutdatedEstimatorError, estimator_path, load_estimator
 from core.errors import InputError
 
 ESTIMATED_ACCURACY = "estimated_accuracy"  # the key in drift_summary.json
@@ -110,7 +110,8 @@ def version_of(model_dir: str) -> int | None:
 
 
 def find_estimator(model_dir: str | None, why_no_model: str) -> VersionEstimator:
-    """The estimator the model at `model_dir` was exported with; a missing one is said, a broken one refused.
+    """The estimator the model at `model_dir` was exported with; a missing or outdated one is said, a broken
+    one refused.
 
     `why_no_model` is the reason given when there is no model to ask at all.
     """
@@ -126,7 +127,12 @@ def find_estimator(model_dir: str | None, why_no_model: str) -> VersionEstimator
             f"{which} has no accuracy estimator ({path} is missing): it was exported before every "
             "version carried one; a model trained now has it",
         )
-    return VersionEstimator(load_estimator(path), path, version)
+    try:
+        return VersionEstimator(load_estimator(path), path, version)
+    except OutdatedEstimatorError as err:
+        which = f"version {version}" if version is not None else model_dir
+        why = f"{which}'s accuracy estimator is outdated ({err}); a model trained now has it"
+        return VersionEstimator(None, path, version, why)
 
 
 def estimate_accuracy(

@@ -72,6 +72,19 @@ def test_a_version_exported_before_estimators_is_reported_plainly(served, tmp_pa
     assert "accuracy not estimated: version 3 has no accuracy estimator" in capsys.readouterr().out
 
 
+def test_a_version_with_an_outdated_estimator_gets_its_drift_report_and_no_estimate(served, tmp_path, capsys):
+    old = tmp_path / "serving" / MODEL_NAME / "5"
+    shutil.copytree(served["model_dir"], old)
+    path = Path(ae.estimator_path(str(old)))
+    path.write_text(path.read_text().replace(f'"format_version": {ae.FORMAT_VERSION}', '"format_version": 1'))
+    code, summary = drift(served, tmp_path / "report", "--model-dir", str(old))
+    assert code in (0, EXIT_DRIFT) and summary[ESTIMATED_ACCURACY]["value"] is None
+    why = summary[ESTIMATED_ACCURACY]["not_estimated"]
+    assert why.startswith("version 5's accuracy estimator is outdated")
+    assert "accuracy estimator format 1" in why
+    assert "accuracy not estimated: version 5's accuracy estimator is outdated" in capsys.readouterr().out
+
+
 def test_without_a_model_nothing_is_estimated_and_the_report_says_why(served, tmp_path):
     _, summary = drift(served, tmp_path / "report")
     assert summary[ESTIMATED_ACCURACY]["not_estimated"].startswith("no model version given (--model-dir")
