@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from core.accuracy_estimate import estimator_path, fit, load_estimator, save_estimator
+from core.accuracy_estimate import FORMAT_VERSION, estimator_path, fit, load_estimator, save_estimator
 from serving.accuracy_window import AccuracyWindows
 from serving.server import start
 from serving.tensors import proto_from_array
@@ -104,6 +104,18 @@ def test_a_version_without_an_estimator_exports_nothing_and_says_so_once(tmp_pat
         assert gauges(windows) == {}
     (line,) = (r.getMessage() for r in caplog.records)
     assert f"model {MODEL} version 1" in line and "no accuracy estimator" in line
+
+
+def test_a_version_with_an_outdated_estimator_exports_nothing_and_says_why(version_dir: Path, caplog):
+    path = Path(estimator_path(str(version_dir)))
+    path.write_text(path.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 1'))
+    windows = AccuracyWindows(100, labels=lambda model: {})
+    with caplog.at_level(logging.WARNING, logger="serving.accuracy_window"):
+        windows.observe_version(MODEL, 2, str(version_dir), "AVAILABLE")
+        windows.add(MODEL, 2, answers(10, 0))
+        assert gauges(windows) == {}
+    (line,) = (r.getMessage() for r in caplog.records)
+    assert f"model {MODEL} version 2" in line and "accuracy estimator format 1; this code reads" in line
 
 
 def test_answers_that_are_not_probabilities_are_not_kept(version_dir: Path, caplog):
