@@ -24,6 +24,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler
+from tfx.orchestration.portable.input_resolution import channel_resolver
 from tfx.proto.orchestration import pipeline_pb2
 
 from components.span_planner import PLAN_LOG_PREFIX
@@ -31,7 +32,7 @@ from core.config import PipelineConfig, is_uri
 from core.errors import ConfigError, InputError, PipelineError
 from core.spans import GOLD_SPLIT_DIR, gold_file_pattern, spans_on_disk
 from pipeline.definition import create_pipeline
-from pipeline.metadata import connection_config
+from pipeline.metadata import connection_config, executions_in_all_contexts
 from pipeline.report import RunReport, collect_run_report, peak_rss_mb
 from pipeline.retention import apply_retention
 from pipeline.run_guard import cancel_abandoned_executions, exclusive_run
@@ -179,6 +180,18 @@ def clean_up(config: PipelineConfig) -> str | None:
         return f"retention could not finish ({err}); the next run tries again"
 
 
+def resolve_channels_by_filter_query() -> None:
+    """Make TFX's input resolution ask ML Metadata for a channel's producers in one query.
+
+    Without it each input channel of each node reads every execution the
+    pipeline ever had (`pipeline/metadata.py: executions_in_all_contexts` says
+    why and what it cost), so a daily run's wall time outside its components
+    grows with its history. Same executions, same artifacts; only the query
+    changes. TFX 1.16.0 is pinned, so the function replaced here is known.
+    """
+    channel_resolver._get_executions_by_all_contexts = executions_in_all_contexts
+
+
 def compile_pipeline(config: PipelineConfig) -> pipeline_pb2.Pipeline:
     """The pipeline's IR for LocalDagRunner: `create_pipeline(config)` with this machine's ML Metadata."""
     return compiler.Compiler().compile(create_pipeline(config, connection_config(config)))
@@ -192,6 +205,7 @@ def run_compiled(config: PipelineConfig, ir: pipeline_pb2.Pipeline, verbose: boo
     """
     check_inputs(config)
     show_component_progress(verbose)
+    resolve_channels_by_filter_query()
     with exclusive_run(config):
         canceled = cancel_abandoned_executions(config)
         if canceled:

@@ -76,6 +76,27 @@ def open_store(config: PipelineConfig, read_only: bool = True) -> mlmd.MetadataS
         raise PipelineError(f"ML Metadata at {config.metadata_location}: cannot be opened: {err}") from None
 
 
+def executions_in_all_contexts(
+    store: mlmd.MetadataStore, contexts: list[metadata_store_pb2.Context]
+) -> list[metadata_store_pb2.Execution]:
+    """The executions associated with every one of `contexts`, found by one ML Metadata filter query.
+
+    Why: TFX 1.16's channel resolver (`channel_resolver._get_executions_by_all_contexts`,
+    "TODO(b/234806996): Migrate to MLMD filter query") reads every execution of
+    each context a channel names and intersects the sets. One of those contexts
+    is the pipeline's, so each of a run's input channels reads the pipeline's
+    whole history: on the year benchmark's day 61 (1,572 executions) that was 5.8
+    of the run's 8 s outside its components, growing by a run's worth a day
+    (the same growth as tensorflow/tfx#2424 and #3304 in the cache lookup). TFX's
+    launcher already asks for the same set this way
+    (`execution_lib.get_executions_associated_with_all_contexts`).
+    """
+    if not contexts:
+        return []
+    query = " AND ".join(f"contexts_{i}.id = {context.id}" for i, context in enumerate(contexts))
+    return store.get_executions(list_options=mlmd.ListOptions(filter_query=query))
+
+
 def value(proto_value: metadata_store_pb2.Value) -> Any:
     """The Python value of an MLMD property value (int, double, string, ...)."""
     kind = proto_value.WhichOneof("value")
