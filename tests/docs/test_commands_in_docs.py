@@ -33,7 +33,7 @@ OTHER_PROGRAMS_FLAGS = {
         "--model_config_file_poll_wait_seconds",
     },
     "docker": {"--mount", "--rm"},
-    "farm-bench (this host's side-by-side timer)": {"--warmup", "--vs"},
+    "farm-bench (this host's side-by-side timer)": {"--warmup", "--vs", "--timeout", "--"},
     "py-spy (a sampling profiler)": {"--subprocesses", "--rate"},
     "git": {"--short"},
     "pip": {"--ignore-requires-python"},
@@ -52,6 +52,7 @@ OTHER_PROGRAMS_FLAGS = {
     },
     "benchmarks/*.py": {
         "--baseline",
+        "--days",
         "--eval-dir",
         "--fit-images",
         "--images",
@@ -61,6 +62,7 @@ OTHER_PROGRAMS_FLAGS = {
         "--runs",
         "--table",
         "--train-images",
+        "--windows",
     },
 }
 
