@@ -118,8 +118,8 @@ def find_estimator(model_dir: str | None, why_no_model: str) -> VersionEstimator
     if model_dir is None:
         return VersionEstimator(None, None, None, why_no_model)
     path, version = estimator_path(model_dir), version_of(model_dir)
+    which = f"version {version}" if version is not None else model_dir
     if not storage.exists(path):
-        which = f"version {version}" if version is not None else model_dir
         return VersionEstimator(
             None,
             path,
@@ -130,7 +130,6 @@ def find_estimator(model_dir: str | None, why_no_model: str) -> VersionEstimator
     try:
         return VersionEstimator(load_estimator(path), path, version)
     except OutdatedEstimatorError as err:
-        which = f"version {version}" if version is not None else model_dir
         why = f"{which}'s accuracy estimator is outdated ({err}); a model trained now has it"
         return VersionEstimator(None, path, version, why)
 
