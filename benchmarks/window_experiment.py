@@ -30,20 +30,32 @@ from pathlib import Path
 import numpy as np
 from invocation import command_line
 from recipe_experiment import accuracy, official
+from year_benchmark import RUN_FLAGS
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
 # isort: split
 import tensorflow as tf
 
+from cli.flags import add_config_flags, build_config
 from components.model import build_layers, build_model, compile_model, float32_for_serving
 from components.trainer import make_dataset
-from core.config import TrainingConfig
+from core.config import EvaluationConfig, TrainingConfig
 
 REPO = Path(__file__).resolve().parent.parent
-# The year benchmark's model and schedule (benchmarks/year_benchmark.py RUN_FLAGS).
-CONFIG = TrainingConfig(conv_filters=(16, 32), dense_units=64, batch_size=128, epochs=6, warm_start_epochs=2)
-ACCURACY_FLOOR, MAX_DROP = 0.5, 0.02
+
+
+def year_benchmark_settings(cls: type):
+    """One section of the year benchmark's configuration, read from its `fmnist run` flags (RUN_FLAGS)
+    rather than copied, so the replay follows the benchmark if its flags change."""
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, cls)
+    known, _ = parser.parse_known_args(RUN_FLAGS)  # the other sections' flags are not this one's
+    return build_config(known, cls)
+
+
+CONFIG = year_benchmark_settings(TrainingConfig)
+GATES = year_benchmark_settings(EvaluationConfig)  # its floor and overall drop gate the replayed days
 EVAL_SHARE = 0.1
 LAST_DAYS = 10  # the summary's mean: one day's gold accuracy moves by about half a point by chance
 
@@ -99,7 +111,9 @@ def replay(window_images: int, args, data) -> list[dict]:
         candidate = train_day(x, y, days, args.span_images, served)
         seconds = time.perf_counter() - started
         score = accuracy(float32_for_serving(candidate, CONFIG).predict(gold_x, 1000, verbose=0), gold_y)
-        passes = score >= ACCURACY_FLOOR and (served_accuracy is None or score >= served_accuracy - MAX_DROP)
+        passes = score >= GATES.accuracy_floor and (
+            served_accuracy is None or score >= served_accuracy - GATES.max_accuracy_drop
+        )
         if passes:
             served, served_accuracy = candidate, score
         rows.append(
