@@ -9,7 +9,8 @@ data split, minus TFX: day d's span is official training images
 [(d-1)*1000, d*1000) with its last 10 % held out for early stopping, as the
 year benchmark writes them; the model and schedule are the year benchmark's
 (conv 16-32, dense 64, batch 128, 6 epochs from scratch on day 1, then 2
-warm-start epochs a day from the served model); the window is the newest whole
+warm-start epochs a day from the served model, at its warm-start learning rate
+or `--warm-start-learning-rate`); the window is the newest whole
 spans that fit in the window size (0: every span). The day's candidate is
 served when its gold accuracy is at least 0.5 and no more than 2 points below
 the served model's (the year benchmark's floor and overall drop; the paired
@@ -45,16 +46,16 @@ from core.config import EvaluationConfig, TrainingConfig
 REPO = Path(__file__).resolve().parent.parent
 
 
-def year_benchmark_settings(cls: type):
+def year_benchmark_settings(cls: type, extra: list[str] = ()):
     """One section of the year benchmark's configuration, read from its `fmnist run` flags (RUN_FLAGS)
-    rather than copied, so the replay follows the benchmark if its flags change."""
+    rather than copied, so the replay follows the benchmark if its flags change; `extra` flags
+    override them, as they would on `fmnist run`'s command line."""
     parser = argparse.ArgumentParser()
     add_config_flags(parser, cls)
-    known, _ = parser.parse_known_args(RUN_FLAGS)  # the other sections' flags are not this one's
+    known, _ = parser.parse_known_args([*RUN_FLAGS, *extra])  # the other sections' flags are not this one's
     return build_config(known, cls)
 
 
-CONFIG = year_benchmark_settings(TrainingConfig)
 GATES = year_benchmark_settings(EvaluationConfig)  # its floor and overall drop gate the replayed days
 EVAL_SHARE = 0.1
 LAST_DAYS = 10  # the summary's mean: one day's gold accuracy moves by about half a point by chance
@@ -74,43 +75,45 @@ def span_rows(days: list[int], span_images: int) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(train), np.concatenate(held)
 
 
-def train_day(x, y, days: list[int], span_images: int, served: tf.keras.Model | None) -> tf.keras.Model:
+def train_day(
+    x, y, days: list[int], span_images: int, served: tf.keras.Model | None, config: TrainingConfig
+) -> tf.keras.Model:
     """One day's candidate: from scratch, or `served`'s weights for the warm-start epochs."""
     train, held = span_rows(days, span_images)
-    steps = int(np.ceil(len(train) / CONFIG.batch_size))
-    tf.keras.utils.set_random_seed(CONFIG.seed)
+    steps = int(np.ceil(len(train) / config.batch_size))
+    tf.keras.utils.set_random_seed(config.seed)
     if served is None:
-        epochs, model = CONFIG.epochs, build_model(CONFIG, steps)
+        epochs, model = config.epochs, build_model(config, steps)
     else:
-        epochs = CONFIG.warm_start_epochs
-        model = build_layers(CONFIG, steps * epochs)
+        epochs = config.warm_start_epochs
+        model = build_layers(config, steps * epochs)
         model.set_weights(served.get_weights())
-        compile_model(model, CONFIG, steps, epochs, CONFIG.warm_start_learning_rate)
+        compile_model(model, config, steps, epochs, config.warm_start_learning_rate)
     model.fit(
-        make_dataset(x[train], y[train], CONFIG.batch_size, True, CONFIG.seed).repeat(),
-        validation_data=make_dataset(x[held], y[held], CONFIG.batch_size, False, CONFIG.seed),
+        make_dataset(x[train], y[train], config.batch_size, True, config.seed).repeat(),
+        validation_data=make_dataset(x[held], y[held], config.batch_size, False, config.seed),
         epochs=epochs,
         steps_per_epoch=steps,
         verbose=0,
         callbacks=[
             tf.keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", patience=CONFIG.early_stopping_patience, restore_best_weights=True
+                monitor="val_accuracy", patience=config.early_stopping_patience, restore_best_weights=True
             )
         ],
     )
     return model
 
 
-def replay(window_images: int, args, data) -> list[dict]:
+def replay(window_images: int, args, data, config: TrainingConfig) -> list[dict]:
     """The loop's days for one window size: train, gate against the served model, serve or not."""
     x, y, gold_x, gold_y = data
     served, served_accuracy, rows = None, None, []
     for day in range(1, args.days + 1):
         days = window_days(day, args.span_images, window_images)
         started = time.perf_counter()
-        candidate = train_day(x, y, days, args.span_images, served)
+        candidate = train_day(x, y, days, args.span_images, served, config)
         seconds = time.perf_counter() - started
-        score = accuracy(float32_for_serving(candidate, CONFIG).predict(gold_x, 1000, verbose=0), gold_y)
+        score = accuracy(float32_for_serving(candidate, config).predict(gold_x, 1000, verbose=0), gold_y)
         passes = score >= GATES.accuracy_floor and (
             served_accuracy is None or score >= served_accuracy - GATES.max_accuracy_drop
         )
@@ -160,8 +163,9 @@ def plot(result: dict, path: Path) -> None:
         by_day.plot([r["day"] for r in rows], [r["accuracy"] for r in rows], label=label)
     by_day.set_xlabel("day")
     by_day.set_ylabel("gold accuracy of the day's candidate")
+    rate = result.get("warm_start_learning_rate", 1e-3)  # the JSONs before the option: 0.001
     by_day.set_title(f"Window size in the warm-started daily loop ({result['days']} spans of "
-                     f"{result['span_images']:,} images, outside TFX)")  # fmt: skip
+                     f"{result['span_images']:,} images, warm start at {rate:g}, outside TFX)")  # fmt: skip
     by_day.legend(fontsize=8)
     sizes = sorted(
         (int(n) or result["days"] * result["span_images"], s) for n, s in result["summary"].items()
@@ -202,8 +206,20 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60, help="daily spans")
     parser.add_argument("--span-images", type=int, default=1000, help="images a day")
     parser.add_argument("--gold-images", type=int, default=2000, help="the first N official test images")
+    parser.add_argument(
+        "--warm-start-learning-rate",
+        type=float,
+        help="the warm-start epochs' initial learning rate (default: the year benchmark's)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads (0: its default, every core)"
+    )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "window.json"))
     args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    extra = ["--warm-start-learning-rate", str(args.warm_start_learning_rate)]
+    config = year_benchmark_settings(TrainingConfig, extra if args.warm_start_learning_rate else [])
     x, y = official("train")
     gold_x, gold_y = official("test")
     data = (x, y, gold_x[: args.gold_images], gold_y[: args.gold_images])
@@ -213,10 +229,11 @@ def main() -> None:
         "days": args.days,
         "span_images": args.span_images,
         "gold_images": args.gold_images,
+        "warm_start_learning_rate": config.warm_start_learning_rate,
         "variants": {},
     }
     for window in args.windows:
-        result["variants"][str(window)] = replay(window, args, data)
+        result["variants"][str(window)] = replay(window, args, data, config)
         result["summary"] = summary(result["variants"])
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")  # kept as each window ends
     plot(result, Path(args.output).with_suffix(".png"))
