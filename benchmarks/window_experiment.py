@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from invocation import command_line
 from recipe_experiment import accuracy, official
-from year_benchmark import RUN_FLAGS
+from year_flags import RUN_FLAGS
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
@@ -61,10 +61,15 @@ EVAL_SHARE = 0.1
 LAST_DAYS = 10  # the summary's mean: one day's gold accuracy moves by about half a point by chance
 
 
-def window_days(day: int, span_images: int, window_images: int) -> list[int]:
-    """The newest whole spans up to `day` that fit in `window_images` (the newest always; 0: all)."""
+def window_days(day: int, span_images: int, window_images: int, older: int = 0) -> list[int]:
+    """The newest whole spans up to `day` that fit in `window_images` (the newest always; 0: all),
+    or, with `older`, that many of them drawn afresh each day from every span before the newest
+    others, so that a bounded window keeps revisiting the whole history."""
     fit = day if not window_images else max(1, window_images // span_images)
-    return list(range(max(1, day - fit + 1), day + 1))
+    newest = list(range(max(1, day - fit + older + 1), day + 1)) if older < fit else [day]
+    before = np.arange(1, newest[0])
+    draw = np.random.default_rng(day).choice(before, min(fit - len(newest), len(before)), replace=False)
+    return sorted([*map(int, draw), *newest])
 
 
 def span_rows(days: list[int], span_images: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +81,13 @@ def span_rows(days: list[int], span_images: int) -> tuple[np.ndarray, np.ndarray
 
 
 def train_day(
-    x, y, days: list[int], span_images: int, served: tf.keras.Model | None, config: TrainingConfig
+    x,
+    y,
+    days: list[int],
+    span_images: int,
+    served: tf.keras.Model | None,
+    config: TrainingConfig,
+    keep_served: float = 0.0,
 ) -> tf.keras.Model:
     """One day's candidate: from scratch, or `served`'s weights for the warm-start epochs."""
     train, held = span_rows(days, span_images)
@@ -101,6 +112,9 @@ def train_day(
             )
         ],
     )
+    if served is not None and keep_served:  # the day's candidate: a weighted mean with the served model
+        pairs = zip(served.get_weights(), model.get_weights(), strict=True)
+        model.set_weights([keep_served * s + (1 - keep_served) * t for s, t in pairs])
     return model
 
 
@@ -109,9 +123,9 @@ def replay(window_images: int, args, data, config: TrainingConfig) -> list[dict]
     x, y, gold_x, gold_y = data
     served, served_accuracy, rows = None, None, []
     for day in range(1, args.days + 1):
-        days = window_days(day, args.span_images, window_images)
+        days = window_days(day, args.span_images, window_images, args.older_spans)
         started = time.perf_counter()
-        candidate = train_day(x, y, days, args.span_images, served, config)
+        candidate = train_day(x, y, days, args.span_images, served, config, args.keep_served)
         seconds = time.perf_counter() - started
         score = accuracy(float32_for_serving(candidate, config).predict(gold_x, 1000, verbose=0), gold_y)
         passes = score >= GATES.accuracy_floor and (
@@ -212,14 +226,33 @@ def main() -> None:
         help="the warm-start epochs' initial learning rate (default: the year benchmark's)",
     )
     parser.add_argument(
+        "--warm-start-epochs", type=int, help="the warm-start epochs a day (default: the year benchmark's)"
+    )
+    parser.add_argument(
+        "--older-spans",
+        type=int,
+        default=0,
+        help="of a bounded window's spans, this many drawn afresh each day from the older spans",
+    )
+    parser.add_argument(
+        "--keep-served",
+        type=float,
+        default=0.0,
+        help="a warm-started candidate's weights: this share of the served model's, the rest trained",
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="TensorFlow threads (0: its default, every core)"
     )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "window.json"))
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    extra = ["--warm-start-learning-rate", str(args.warm_start_learning_rate)]
-    config = year_benchmark_settings(TrainingConfig, extra if args.warm_start_learning_rate else [])
+    overrides = {
+        "--warm-start-learning-rate": args.warm_start_learning_rate,
+        "--warm-start-epochs": args.warm_start_epochs,
+    }
+    extra = [str(v) for flag, value in overrides.items() if value is not None for v in (flag, value)]
+    config = year_benchmark_settings(TrainingConfig, extra)
     x, y = official("train")
     gold_x, gold_y = official("test")
     data = (x, y, gold_x[: args.gold_images], gold_y[: args.gold_images])
@@ -230,6 +263,9 @@ def main() -> None:
         "span_images": args.span_images,
         "gold_images": args.gold_images,
         "warm_start_learning_rate": config.warm_start_learning_rate,
+        "warm_start_epochs": config.warm_start_epochs,
+        "older_spans": args.older_spans,
+        "keep_served": args.keep_served,
         "variants": {},
     }
     for window in args.windows:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from invocation import command_line
 from pipeline_benchmark import newest_report, run_measured
+from year_flags import BOUNDED, RUN_FLAGS, UNBOUNDED, WINDOW_IMAGES, variant_flags
 
 import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 
@@ -56,17 +57,6 @@ from release.rollout import read_rollout
 
 REPO = Path(__file__).resolve().parent.parent
 FMNIST = str(Path(sys.executable).parent / "fmnist")
-# The model and gates of a small daily loop: a small CNN, warm-started; gates sized for 1,000-image spans.
-RUN_FLAGS = [
-    "--beam-direct-mode", "in_memory", "--conv-filters", "16", "32", "--dense-units", "64",
-    "--batch-size", "128", "--epochs", "6", "--warm-start-epochs", "2", "--accuracy-floor", "0.5",
-    "--max-accuracy-drop", "0.02", "--max-class-drop", "0.1",
-    "--drift-jsd-threshold", "0.1", "--label-linf-threshold", "0.1",
-]  # fmt: skip
-VARIANTS = {
-    "bounded": ["--keep-runs", "7", "--keep-days", "0"],  # + --window-images from the arguments
-    "unbounded": ["--no-apply-retention", "--window-images", "0"],
-}
 MLMD_TABLES = ("Artifact", "Execution", "Event", "Context")
 WORKER_CHECK_SECONDS = 30  # how often the main process looks for a dead worker while it waits
 
@@ -168,11 +158,11 @@ def ratios(rows: list[dict], key, late: int, early: int) -> dict:
 
 def summary(result: dict) -> dict:
     """The issue's targets, as measured: wall and bytes flat, accuracy close to the unbounded window's."""
-    bounded, unbounded = days_of(result, "bounded"), days_of(result, "unbounded")
+    bounded, unbounded = days_of(result, BOUNDED), days_of(result, UNBOUNDED)
     last = len(bounded)
     early, twentieth = min(10, last), min(20, last)
     found: dict = {}
-    for name, rows in (("bounded", bounded), ("unbounded", unbounded)):
+    for name, rows in ((BOUNDED, bounded), (UNBOUNDED, unbounded)):
         found[name] = {
             f"wall_day_{last}_over_day_{early}": ratios(rows, lambda r: r["wall_s"], last, early),
             f"cpu_day_{last}_over_day_{early}": ratios(rows, lambda r: r["cpu_s"], last, early),
@@ -191,7 +181,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(4, 1, figsize=(9, 13), sharex=True)
-    for name, style in (("bounded", "-"), ("unbounded", "--")):
+    for name, style in ((BOUNDED, "-"), (UNBOUNDED, "--")):
         rows = days_of(result, name)
         days = [r["day"] for r in rows]
         axes[0].plot(days, [r["wall_s"] for r in rows], style, label=f"{name}: whole run")
@@ -224,8 +214,8 @@ def print_table(result: dict, every: int = 5) -> None:
     """Every `every`-th day (and the first and last): the bounded variant, then the unbounded one."""
     head = ("day", "wall s", "Trainer s", "Transform s", "root MB", "serving MB", "MLMD MB", "accuracy")
     print(" | ".join(f"{h:>11}" for h in head) + " || unbounded: " + " | ".join(f"{h:>9}" for h in head[1:5]))
-    bounded = days_of(result, "bounded")
-    for b, u in zip(bounded, days_of(result, "unbounded"), strict=True):
+    bounded = days_of(result, BOUNDED)
+    for b, u in zip(bounded, days_of(result, UNBOUNDED), strict=True):
         if b["day"] % every and b["day"] not in (1, len(bounded)):
             continue
         cells = [
@@ -310,7 +300,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--span-images", type=int, default=1000)
     parser.add_argument("--gold-images", type=int, default=2000, help="the gold set: the first N test images")
-    parser.add_argument("--window-images", type=int, default=10_000, help="the bounded variant's window")
+    parser.add_argument(
+        "--window-images", type=int, default=WINDOW_IMAGES, help="the bounded variant's window"
+    )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "year.json"))
     parser.add_argument(
         "--resume",
@@ -330,7 +322,7 @@ def main() -> None:
     root = Path(args.workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M")
-    flags = {**VARIANTS, "bounded": [*VARIANTS["bounded"], "--window-images", str(args.window_images)]}
+    flags = {name: variant_flags(name, args.window_images) for name in (BOUNDED, UNBOUNDED)}
     if args.resume:
         result, first = resumed(Path(args.output), started)
         workdirs = {name: root / name for name in flags}
