@@ -19,6 +19,10 @@ core each, in step day by day (both see the host's drift and each other alike):
 - `unbounded`: no retention, every span in the window (the behaviour before
   issue #22: `--no-apply-retention --window-images 0`).
 
+`--snapshot-after 10 60` keeps a copy of the bounded workdir after those
+days, with the next span written, for `year_replay.sh`: the history's cost
+timed side by side, apart from the host's drift over hours.
+
 Per day it records wall, Trainer and Transform seconds, the CPU seconds of the
 run's processes (steadier than wall on a shared host), the bytes under the
 pipeline root (hard links counted once, as `du` counts them) and the serving
@@ -236,11 +240,28 @@ def run_variant(name: str, extra: list[str], workdir: Path, args, first: int, ba
     """
     train = read_split(Path(args.source_dir), OFFICIAL_FILES["train"])
     images, labels = parse_split(train, "train", OFFICIAL_FILES["train"])
-    for day in range(first, args.days + 1):
+
+    def span(day: int) -> tuple:
         start = ((day - 1) * args.span_images) % len(images)
-        span = images[start : start + args.span_images], labels[start : start + args.span_images]
-        days.put((name, one_day(day, workdir, *span, extra, workdir.parent)))
+        return images[start : start + args.span_images], labels[start : start + args.span_images]
+
+    for day in range(first, args.days + 1):
+        days.put((name, one_day(day, workdir, *span(day), extra, workdir.parent)))
+        if name == BOUNDED and day in args.snapshot_after:
+            snapshot(workdir, day, *span(day + 1))
         barrier.wait()
+
+
+def snapshot(workdir: Path, day: int, images, labels) -> Path:
+    """A copy of `workdir` after `day`, with the next day's span written into its data directory:
+    what `benchmarks/year_replay.sh` runs one more day from, so that two days of the history can
+    be timed side by side. `cp -a` keeps the hard links (a window's files count once)."""
+    saved = workdir.parent / "snapshots" / f"{workdir.name}-after-{day:03d}"
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.parent.mkdir(exist_ok=True)
+    subprocess.run(["cp", "-a", str(workdir), str(saved)], check=True)
+    write_span(str(saved / "data"), images, labels, f"official training images, day {day + 1}", span=day + 1)
+    return saved
 
 
 def next_day(days, workers: list) -> tuple[str, dict]:
@@ -311,6 +332,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--table", action="store_true", help="print the table and redraw the plot of --output"
+    )
+    parser.add_argument(
+        "--snapshot-after",
+        type=int,
+        nargs="*",
+        default=[],
+        help="after these days, copy the bounded workdir with the next span written (year_replay.sh)",
     )
     args = parser.parse_args()
     if args.table:
