@@ -35,12 +35,14 @@ prints it again from the JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import queue
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -237,7 +239,10 @@ def run_variant(name: str, extra: list[str], workdir: Path, args, first: int, ba
 
     The two variants run side by side, one core each, in step day by day (the
     barrier): both see the same host and the same neighbour on every day.
+    Its own process group holds its `fmnist run`, so that `stop_workers`
+    stops the day under way with it.
     """
+    os.setpgid(0, 0)
     train = read_split(Path(args.source_dir), OFFICIAL_FILES["train"])
     images, labels = parse_split(train, "train", OFFICIAL_FILES["train"])
 
@@ -272,11 +277,19 @@ def next_day(days, workers: list) -> tuple[str, dict]:
         except queue.Empty:
             dead = [w.name for w in workers if not w.is_alive() and w.exitcode != 0]
             if dead:
-                for worker in workers:
-                    worker.terminate()
                 raise SystemExit(
                     f"year benchmark: worker {', '.join(dead)} died; the days so far are saved"
                 ) from None
+
+
+def stop_workers(workers: list) -> None:
+    """Stop each live worker's process group: the worker and the `fmnist run` it waits for. A kill
+    of the benchmark alone would leave them running their days into the workdirs (found
+    2026-12-03: a killed benchmark's workers ran on beside the next one)."""
+    for worker in workers:
+        if worker.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
 
 
 def save(result: dict, path: Path, days_done: int) -> None:
@@ -367,16 +380,20 @@ def main() -> None:
         )
         for name, extra in flags.items()
     ]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # runs the finally below
     for worker in workers:
         worker.start()
-    for day in range(first, args.days + 1):
-        for _ in flags:
-            name, row = next_day(days, workers)
-            days_of(result, name).append(row)
-            progress(name, row)
-        save(result, Path(args.output), days_done=day)  # a long run killed part-way keeps its days
-    for worker in workers:
-        worker.join()
+    try:
+        for day in range(first, args.days + 1):
+            for _ in flags:
+                name, row = next_day(days, workers)
+                days_of(result, name).append(row)
+                progress(name, row)
+            save(result, Path(args.output), days_done=day)  # a long run killed part-way keeps its days
+        for worker in workers:
+            worker.join()
+    finally:
+        stop_workers(workers)
     result["summary"] = summary(result)
     save(result, Path(args.output), days_done=args.days)
     plot(result, Path(args.output).with_suffix(".png"))
