@@ -17,6 +17,12 @@ the served model's (the year benchmark's floor and overall drop; the paired
 interval and the per-class gate are left out). Gold: the first 2,000 official
 test images, as the year benchmark's.
 
+Other ways to train a bounded window, one change a call: `--warm-start-epochs`,
+`--warm-start-learning-rate`, `--older-spans` (part of the window drawn each day
+from the older spans) and `--keep-served` (the candidate's weights mixed with
+the served model's); `--threads 1` keeps a call to one core, so that two run
+side by side (benchmarks/results/window-tries.json holds what they gave).
+
 Writes benchmarks/results/window.json and window.png, and prints a table.
 Figures are comparable within one call only (one process, one host).
 """
