@@ -15,9 +15,10 @@ core each, in step day by day (both see the host's drift and each other alike):
   kept as seven runs (the benchmark's days take a minute, not a day:
   `--keep-runs 7 --keep-days 0`), and the training window bounded at
   `--window-images` (10 spans by default; the pipeline's default, 60,000
-  images, is 60 of these days);
-- `unbounded`: no retention, every span in the window (the behaviour before
-  issue #22: `--no-apply-retention --window-images 0`).
+  images, is 60 of these days), trained six warm-start epochs a day instead
+  of two: what the window saves, spent on epochs (`year_flags.py` says why);
+- `unbounded`: no retention, every span in the window, two epochs (the
+  behaviour before issue #22: `--no-apply-retention --window-images 0`).
 
 `--snapshot-after 10 60` keeps a copy of the bounded workdir after those
 days, with the next span written, for `year_replay.sh`: the history's cost
