@@ -30,6 +30,7 @@ Figures are comparable within one call only (one process, one host).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ import core  # noqa: F401  (first: pins Keras before TensorFlow loads)
 # isort: split
 import tensorflow as tf
 
-from cli.flags import add_config_flags, build_config
+from cli.flags import add_config_flags, build_config, given
 from components.model import build_layers, build_model, compile_model, float32_for_serving
 from components.trainer import make_dataset
 from core.config import EvaluationConfig, TrainingConfig
@@ -52,17 +53,21 @@ from core.config import EvaluationConfig, TrainingConfig
 REPO = Path(__file__).resolve().parent.parent
 
 
-def year_benchmark_settings(cls: type, extra: list[str] = ()):
+def year_benchmark_settings(cls: type):
     """One section of the year benchmark's configuration, read from its `fmnist run` flags (RUN_FLAGS)
-    rather than copied, so the replay follows the benchmark if its flags change; `extra` flags
-    override them, as they would on `fmnist run`'s command line."""
+    rather than copied, so the replay follows the benchmark if its flags change."""
     parser = argparse.ArgumentParser()
     add_config_flags(parser, cls)
-    known, _ = parser.parse_known_args([*RUN_FLAGS, *extra])  # the other sections' flags are not this one's
+    known, _ = parser.parse_known_args(RUN_FLAGS)  # the other sections' flags are not this one's
     return build_config(known, cls)
 
 
 GATES = year_benchmark_settings(EvaluationConfig)  # its floor and overall drop gate the replayed days
+YEAR_TRAINING = year_benchmark_settings(TrainingConfig)
+WARM_START_FLAGS = [
+    "warm_start_epochs",
+    "warm_start_learning_rate",
+]  # `fmnist run`'s own flags, changeable here
 EVAL_SHARE = 0.1
 LAST_DAYS = 10  # the summary's mean: one day's gold accuracy moves by about half a point by chance
 
@@ -227,14 +232,6 @@ def main() -> None:
     parser.add_argument("--span-images", type=int, default=1000, help="images a day")
     parser.add_argument("--gold-images", type=int, default=2000, help="the first N official test images")
     parser.add_argument(
-        "--warm-start-learning-rate",
-        type=float,
-        help="the warm-start epochs' initial learning rate (default: the year benchmark's)",
-    )
-    parser.add_argument(
-        "--warm-start-epochs", type=int, help="the warm-start epochs a day (default: the year benchmark's)"
-    )
-    parser.add_argument(
         "--older-spans",
         type=int,
         default=0,
@@ -250,15 +247,14 @@ def main() -> None:
         "--threads", type=int, default=0, help="TensorFlow threads (0: its default, every core)"
     )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "window.json"))
+    add_config_flags(
+        parser, TrainingConfig, WARM_START_FLAGS, "the year benchmark's warm start, changed",
+        {name: getattr(YEAR_TRAINING, name) for name in WARM_START_FLAGS},
+    )  # fmt: skip
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    overrides = {
-        "--warm-start-learning-rate": args.warm_start_learning_rate,
-        "--warm-start-epochs": args.warm_start_epochs,
-    }
-    extra = [str(v) for flag, value in overrides.items() if value is not None for v in (flag, value)]
-    config = year_benchmark_settings(TrainingConfig, extra)
+    config = dataclasses.replace(YEAR_TRAINING, **given(args, TrainingConfig))
     x, y = official("train")
     gold_x, gold_y = official("test")
     data = (x, y, gold_x[: args.gold_images], gold_y[: args.gold_images])
