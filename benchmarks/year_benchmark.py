@@ -210,6 +210,12 @@ def plot(result: dict, path: Path) -> None:
     for ax in axes:
         for resumed in result.get("resumed", []):  # another session: the host may differ from here on
             ax.axvline(resumed["day"] - 0.5, color="grey", linestyle=":", label=f"resumed {resumed['date']}")
+        for name in (BOUNDED, UNBOUNDED):  # days another run measured (`--baseline`)
+            if taken := result[name].get("days_from"):
+                ax.axvline(
+                    taken["days"][0] - 0.5, color="black", linestyle="-.",
+                    label=f"{name} from here: the run of {taken['date']}",
+                )  # fmt: skip
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -326,6 +332,35 @@ def resumed(path: Path, started: str) -> tuple[dict, int]:
     return result, first
 
 
+def fill_from(result: dict, path: Path) -> None:
+    """The days a variant did not run this time, taken from an earlier run of the same flags.
+
+    For the unbounded baseline when only the bounded variant changed (`--only bounded`): its
+    days cost hours and are deterministic (the same gold accuracy to four decimals, day by day,
+    across sessions), so an earlier run's are its days. Checked, not assumed: the flags must be
+    the same and so must every day both runs ran; the JSON says which days came from where.
+    """
+    earlier = json.loads(path.read_text())
+    last = max(len(days_of(result, name)) for name in (BOUNDED, UNBOUNDED))
+    for name in (BOUNDED, UNBOUNDED):
+        ours, theirs = days_of(result, name), days_of(earlier, name)
+        if len(ours) == last:
+            continue
+        if (earlier["run_flags"], earlier[name]["flags"]) != (result["run_flags"], result[name]["flags"]):
+            raise SystemExit(f"year benchmark: {path} ran {name} with other flags; its days are not these")
+        differ = [r["day"] for r, t in zip(ours, theirs) if round(r["accuracy"], 4) != round(t["accuracy"], 4)]
+        if differ or len(theirs) < last:
+            raise SystemExit(
+                f"year benchmark: {path}'s {name} days differ from these on days {differ[:5]}"
+                f" or stop before day {last}: they are not this run's days"
+            )
+        result[name]["days_from"] = {
+            "file": str(path), "date": earlier["date"], "command": earlier["command"],
+            "days": [len(ours) + 1, last], "same_accuracy_days": [1, len(ours)],
+        }  # fmt: skip
+        ours.extend(theirs[len(ours) : last])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -348,15 +383,30 @@ def main() -> None:
         "--table", action="store_true", help="print the table and redraw the plot of --output"
     )
     parser.add_argument(
+        "--only",
+        nargs=1,
+        choices=(BOUNDED, UNBOUNDED),
+        help="run this variant alone; the other keeps the days --output holds (with --resume)",
+    )
+    parser.add_argument(
         "--snapshot-after",
         type=int,
         nargs="*",
         default=[],
         help="after these days, copy the bounded workdir with the next span written (year_replay.sh)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier year.json of the same flags: the days of the variant --only left out come from it",
+    )
     args = parser.parse_args()
+    if args.only and not args.resume:
+        parser.error("--only goes with --resume: the other variant's days come from --output or --baseline")
     if args.table:
         result = json.loads(Path(args.output).read_text())
+        if args.baseline:
+            fill_from(result, args.baseline)
         result["summary"] = summary(result)  # a partial run's figures are summarised as far as they go
         plot(result, Path(args.output).with_suffix(".png"))
         print_table(result)
@@ -364,7 +414,7 @@ def main() -> None:
     root = Path(args.workdir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M")
-    flags = {name: variant_flags(name, args.window_images) for name in (BOUNDED, UNBOUNDED)}
+    flags = {name: variant_flags(name, args.window_images) for name in args.only or (BOUNDED, UNBOUNDED)}
     if args.resume:
         result, first = resumed(Path(args.output), started)
         workdirs = {name: root / name for name in flags}
@@ -395,6 +445,8 @@ def main() -> None:
             worker.join()
     finally:
         stop_workers(workers)
+    if args.baseline:
+        fill_from(result, args.baseline)
     result["summary"] = summary(result)
     save(result, Path(args.output), days_done=args.days)
     plot(result, Path(args.output).with_suffix(".png"))
