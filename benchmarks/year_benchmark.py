@@ -348,12 +348,12 @@ def fill_from(result: dict, path: Path) -> None:
             continue
         if (earlier["run_flags"], earlier[name]["flags"]) != (result["run_flags"], result[name]["flags"]):
             raise SystemExit(f"year benchmark: {path} ran {name} with other flags; its days are not these")
-        differ = [r["day"] for r, t in zip(ours, theirs) if round(r["accuracy"], 4) != round(t["accuracy"], 4)]
-        if differ or len(theirs) < last:
-            raise SystemExit(
-                f"year benchmark: {path}'s {name} days differ from these on days {differ[:5]}"
-                f" or stop before day {last}: they are not this run's days"
-            )
+        if len(theirs) < last:
+            raise SystemExit(f"year benchmark: {path} ran {name} {len(theirs)} days, not {last}")
+        pairs = zip(ours, theirs[: len(ours)], strict=True)
+        differ = [r["day"] for r, t in pairs if round(r["accuracy"], 4) != round(t["accuracy"], 4)]
+        if differ:
+            raise SystemExit(f"year benchmark: {path}'s {name} differs from this run on days {differ[:5]}")
         result[name]["days_from"] = {
             "file": str(path), "date": earlier["date"], "command": earlier["command"],
             "days": [len(ours) + 1, last], "same_accuracy_days": [1, len(ours)],
