@@ -24,6 +24,11 @@ core each, in step day by day (both see the host's drift and each other alike):
 days, with the next span written, for `year_replay.sh`: the history's cost
 timed side by side, apart from the host's drift over hours.
 
+`--resume --only bounded --baseline EARLIER.json` goes on with the bounded
+variant alone and takes the unbounded days it leaves out from an earlier run
+of the same flags (checked day by day): the unbounded days are deterministic,
+and past day 15 they cost more than the bounded ones.
+
 Per day it records wall, Trainer and Transform seconds, the CPU seconds of the
 run's processes (steadier than wall on a shared host), the bytes under the
 pipeline root (hard links counted once, as `du` counts them) and the serving
@@ -50,6 +55,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from invocation import command_line
 from pipeline_benchmark import newest_report, run_measured
 from year_flags import BOUNDED, RUN_FLAGS, UNBOUNDED, WINDOW_IMAGES, variant_flags
@@ -181,6 +187,24 @@ def summary(result: dict) -> dict:
     return found
 
 
+def off_scale(ax, points: list[tuple[int, float]]) -> None:
+    """Keep a day that stalled (a paused or swapped-out run) from flattening every other day:
+    the axis stops at 1.25x the 95th percentile and says what it left out."""
+    values = sorted(v for _, v in points)
+    top = 1.25 * values[int(0.95 * (len(values) - 1))]
+    left_out: dict[int, list[str]] = {}
+    for day, v in sorted(points):
+        if v > top:
+            left_out.setdefault(day, []).append(f"{v:.0f}")
+    if left_out:
+        ax.set_ylim(0, top)
+        said = "; ".join(f"day {day}: {', '.join(values)} s" for day, values in left_out.items())
+        ax.text(
+            0.01, 0.97, f"off the scale: {said}",
+            transform=ax.transAxes, fontsize=8, va="top", bbox={"facecolor": "white", "alpha": 0.8},
+        )  # fmt: skip
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -201,6 +225,8 @@ def plot(result: dict, path: Path) -> None:
         )
         axes[2].plot(days, [r["mlmd_bytes"] / 2**20 for r in rows], style, label=f"{name}: ML Metadata")
         axes[3].plot(days, [r["accuracy"] for r in rows], style, label=name)
+    walls = [(r["day"], r["wall_s"]) for name in (BOUNDED, UNBOUNDED) for r in days_of(result, name)]
+    off_scale(axes[0], walls)
     axes[0].set_ylabel("seconds")
     axes[0].set_title(f"A year of data, compressed: {len(days_of(result, 'bounded'))} daily spans")
     axes[1].set_ylabel("MB on disk")
@@ -216,7 +242,7 @@ def plot(result: dict, path: Path) -> None:
                     taken["days"][0] - 0.5, color="black", linestyle="-.",
                     label=f"{name} from here: the run of {taken['date']}",
                 )  # fmt: skip
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right" if ax is axes[0] else "best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -241,6 +267,15 @@ def print_table(result: dict, every: int = 5) -> None:
     print(json.dumps(result["summary"], indent=2))
 
 
+def day_images(day: int, span_images: int, total: int) -> np.ndarray:
+    """Day `day`'s indices into the training split: its d-th slice, and past its end, slices of a
+    shuffled copy (one shuffle per further pass), so that no day repeats an earlier day's examples
+    (`write_span` refuses a duplicate span, and a snapshot's day 61 must be a new day)."""
+    passes, start = divmod((day - 1) * span_images, total)
+    order = np.random.default_rng(passes).permutation(total) if passes else np.arange(total)
+    return order[start : start + span_images]
+
+
 def run_variant(name: str, extra: list[str], workdir: Path, args, first: int, barrier, days) -> None:
     """One variant's days, in its own process so that its CPU seconds are its own.
 
@@ -254,8 +289,8 @@ def run_variant(name: str, extra: list[str], workdir: Path, args, first: int, ba
     images, labels = parse_split(train, "train", OFFICIAL_FILES["train"])
 
     def span(day: int) -> tuple:
-        start = ((day - 1) * args.span_images) % len(images)
-        return images[start : start + args.span_images], labels[start : start + args.span_images]
+        taken = day_images(day, args.span_images, len(images))
+        return images[taken], labels[taken]
 
     for day in range(first, args.days + 1):
         days.put((name, one_day(day, workdir, *span(day), extra, workdir.parent)))
@@ -452,6 +487,8 @@ def main() -> None:
     plot(result, Path(args.output).with_suffix(".png"))
     print_table(result)
     print(f"figures: {args.output}")
+    if failed := [worker.name for worker in workers if worker.exitcode]:  # after the last day: a snapshot
+        raise SystemExit(f"year benchmark: worker {', '.join(failed)} failed after its last day (see above)")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ OTHER_PROGRAMS_FLAGS = {
         "--last-day",
         "--no-from-scratch",
         "--older-spans",
+        "--only",
         "--resume",
         "--runs",
         "--snapshot-after",
