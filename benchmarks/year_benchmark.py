@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from invocation import command_line
@@ -198,7 +199,7 @@ def off_scale(ax, points: list[tuple[int, float]]) -> None:
             left_out.setdefault(day, []).append(f"{v:.0f}")
     if left_out:
         ax.set_ylim(0, top)
-        said = "; ".join(f"day {day}: {', '.join(values)} s" for day, values in left_out.items())
+        said = "; ".join(f"day {day}: {', '.join(seconds)} s" for day, seconds in left_out.items())
         ax.text(
             0.01, 0.97, f"off the scale: {said}",
             transform=ax.transAxes, fontsize=8, va="top", bbox={"facecolor": "white", "alpha": 0.8},
@@ -367,6 +368,12 @@ def resumed(path: Path, started: str) -> tuple[dict, int]:
     return result, first
 
 
+def refuse(message: str) -> NoReturn:
+    """Bad input (an earlier run that is not this one's): said on stderr, exit code 2."""
+    print(f"year benchmark: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def fill_from(result: dict, path: Path) -> None:
     """The days a variant did not run this time, taken from an earlier run of the same flags.
 
@@ -382,13 +389,13 @@ def fill_from(result: dict, path: Path) -> None:
         if len(ours) == last:
             continue
         if (earlier["run_flags"], earlier[name]["flags"]) != (result["run_flags"], result[name]["flags"]):
-            raise SystemExit(f"year benchmark: {path} ran {name} with other flags; its days are not these")
+            refuse(f"{path} ran {name} with other flags; its days are not these")
         if len(theirs) < last:
-            raise SystemExit(f"year benchmark: {path} ran {name} {len(theirs)} days, not {last}")
+            refuse(f"{path} ran {name} {len(theirs)} days, not {last}")
         pairs = zip(ours, theirs[: len(ours)], strict=True)
         differ = [r["day"] for r, t in pairs if round(r["accuracy"], 4) != round(t["accuracy"], 4)]
         if differ:
-            raise SystemExit(f"year benchmark: {path}'s {name} differs from this run on days {differ[:5]}")
+            refuse(f"{path}'s {name} differs from this run on days {differ[:5]}")
         result[name]["days_from"] = {
             "file": str(path), "date": earlier["date"], "command": earlier["command"],
             "days": [len(ours) + 1, last], "same_accuracy_days": [1, len(ours)],
