@@ -4,9 +4,9 @@ against the same days with no retention and an unbounded window, side by side.
     python benchmarks/year_benchmark.py --workdir workdir/bench-year
 
 Each day a span of `--span-images` official training images arrives (day d
-takes the d-th slice; 60 days of 1,000 images use the training split once),
-`fmnist run` runs (a small CNN, gold accuracy on the first `--gold-images`
-official test images: the benchmark is about what grows, not about accuracy),
+takes the d-th slice; 60 days of 1,000 images use the training split once, and
+later days take slices of a shuffled copy: `day_images`), `fmnist run` runs (a
+small CNN, gold accuracy on the first `--gold-images` official test images),
 and a pushed canary is promoted at once, so the next day is gated against it
 and warm-starts from it. Two variants run side by side, one process and one
 core each, in step day by day (both see the host's drift and each other alike):
